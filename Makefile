@@ -1,0 +1,76 @@
+# Two commands do all of the setup: `make lab` and `make test` (see README.md).
+# Both create .venv/ when it is missing and skip the install when the requirements did not change.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# The install is redone when one of these files changes (stamp keyed on their hash).
+REQ_HASH := $(shell cat requirements.txt pyproject.toml 2>/dev/null | sha256sum | cut -c1-12)
+DEV_HASH := $(shell cat requirements.txt requirements-dev.txt pyproject.toml 2>/dev/null | sha256sum | cut -c1-12)
+LAB_STAMP := $(VENV)/.installed-lab-$(REQ_HASH)
+DEV_STAMP := $(VENV)/.installed-dev-$(DEV_HASH)
+# pip on machines with local wheel mirrors prints one warning per package; keep the log readable.
+QUIET_PIP := 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+# Kernels, `torchrun` and other tools that notebooks and tests start come from the venv.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+LAB_ARGS ?=
+PYTEST_ARGS ?=
+NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg --nbval-cell-timeout=600
+
+.PHONY: help venv venv-dev lab test test-fast test-gpu notebooks lint format bench stamp-urls clean
+
+help:
+	@echo "make lab        set up .venv and start JupyterLab on notebooks/"
+	@echo "make test       set up .venv (with test tools) and run every test and notebook (CPU)"
+	@echo "make notebooks  re-run every notebook from a clean kernel and save its outputs"
+	@echo "make lint       ruff on helpers/, tests/ and the notebooks"
+	@echo "make test-gpu   the suite on a CUDA machine (COURSE_DEVICE=cuda, outputs not compared)"
+	@echo "make bench      measure course runtime, loop overhead and checkpoint I/O"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(LAB_STAMP): | $(PY)
+	set -o pipefail; $(PIP) install -r requirements.txt $(QUIET_PIP)
+	$(PIP) install --no-deps -e . $(QUIET_PIP)
+	$(PY) -c "import torch, torchvision, ipywidgets, helpers; print('installed: torch', torch.__version__)"
+	rm -f $(VENV)/.installed-lab-*; touch $@
+
+$(DEV_STAMP): $(LAB_STAMP)
+	$(PIP) install -r requirements-dev.txt $(QUIET_PIP)
+	$(PY) -c "import hypothesis, nbformat, pytest, nbval; print('installed: test tools')"
+	rm -f $(VENV)/.installed-dev-*; touch $@
+
+venv: $(LAB_STAMP)
+venv-dev: $(DEV_STAMP)
+
+lab: $(LAB_STAMP)
+	$(VENV)/bin/jupyter lab notebooks/ $(LAB_ARGS)
+
+test: $(DEV_STAMP)
+	COURSE_DEVICE=cpu COURSE_NUM_CLASSES= MPLBACKEND=Agg $(PY) -m pytest $(NBVAL) tests notebooks $(PYTEST_ARGS)
+
+# Helpers' tests only, no notebooks: the quick loop while editing helpers/.
+test-fast: $(DEV_STAMP)
+	COURSE_DEVICE=cpu $(PY) -m pytest tests -m "not slow and not browser" $(PYTEST_ARGS)
+
+test-gpu: $(DEV_STAMP)
+	COURSE_DEVICE=cuda MPLBACKEND=Agg $(PY) -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=600 \
+		tests notebooks -m "not browser" $(PYTEST_ARGS)
+
+notebooks: $(DEV_STAMP)
+	COURSE_DEVICE=cpu COURSE_NUM_CLASSES= MPLBACKEND=module://matplotlib_inline.backend_inline \
+		$(PY) -m tools.run_notebooks notebooks/*.ipynb
+
+lint: $(DEV_STAMP)
+	$(VENV)/bin/ruff check helpers tests tools notebooks
+
+format: $(DEV_STAMP)
+	$(VENV)/bin/ruff check --fix helpers tests tools notebooks
+
+bench: $(DEV_STAMP)
+	COURSE_DEVICE=cpu $(PY) -m bench.run
+
+clean:
+	rm -rf .pytest_cache .ruff_cache runs checkpoints bench/results tests/artifacts

@@ -1,0 +1,146 @@
+"""Environment check: versions, devices, and an [OK]/[FAIL] line per requirement.
+
+>>> report = check_environment()   # prints the table
+>>> report.ok
+True
+
+Run it from a terminal too: ``python -m helpers.envcheck`` (exit status 1 when something fails).
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from dataclasses import dataclass, field
+from importlib import metadata
+
+from packaging.requirements import Requirement
+
+DIST_NAME = "pytorch-model-engineering"
+# Needed to run the notebooks locally, not inside Colab (which has its own Jupyter).
+LAB_EXTRA = "lab"
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    needed_for: str = "the notebooks"
+
+    def __str__(self) -> str:
+        return f"[{'OK' if self.ok else 'FAIL'}] {self.name:<14} {self.detail}"
+
+
+@dataclass
+class Report:
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+    def __str__(self) -> str:
+        return "\n".join(str(c) for c in self.checks)
+
+
+def requirements(include_lab: bool = True) -> list[Requirement]:
+    """The course's requirements, read from the installed package's metadata."""
+    try:
+        raw = metadata.requires(DIST_NAME) or []
+    except metadata.PackageNotFoundError:
+        raise RuntimeError(
+            f"the course package {DIST_NAME!r} is not installed; from the repository root run "
+            "`pip install -e .` (or `make lab`, which does it for you)"
+        ) from None
+    reqs = []
+    for line in raw:
+        req = Requirement(line)
+        if req.marker is None:
+            reqs.append(req)
+        elif include_lab and req.marker.evaluate({"extra": LAB_EXTRA}):
+            reqs.append(req)
+    return reqs
+
+
+def check_requirement(req: Requirement) -> Check:
+    """One [OK]/[FAIL] line: is ``req`` installed in a version it accepts?"""
+    needed_for = "JupyterLab (not needed in Colab)" if req.marker is not None else "the notebooks"
+    try:
+        version = metadata.version(req.name)
+    except metadata.PackageNotFoundError:
+        return Check(req.name, False, f"missing; install with: pip install '{req}'", needed_for)
+    if req.specifier and not req.specifier.contains(version, prereleases=True):
+        return Check(req.name, False, f"{version} installed, but the course needs {req.specifier}; "
+                     f"upgrade with: pip install '{req}'", needed_for)
+    wanted = f" (needs {req.specifier})" if req.specifier else ""
+    return Check(req.name, True, f"{version}{wanted}", needed_for)
+
+
+def device_lines() -> list[str]:
+    """Human-readable list of the devices torch can use here."""
+    import torch
+
+    from helpers.settings import available_devices
+
+    lines = []
+    for name in available_devices():
+        if name.startswith("cuda"):
+            lines.append(f"{name}: {torch.cuda.get_device_name(int(name.split(':')[1]))}")
+        elif name == "mps":
+            lines.append("mps: Apple GPU (Metal)")
+        else:
+            lines.append(f"cpu: {platform.processor() or platform.machine()}, "
+                         f"{torch.get_num_threads()} torch threads")
+    return lines
+
+
+def check_environment(*, include_lab: bool | None = None, verbose: bool = True) -> Report:
+    """Check every requirement and that ``helpers`` imports; print the table when ``verbose``.
+
+    ``include_lab`` defaults to False inside Colab (its Jupyter is not ours) and True elsewhere.
+    """
+    if include_lab is None:
+        include_lab = "google.colab" not in sys.modules
+    report = Report()
+    report.checks.append(Check("python", sys.version_info >= (3, 10),
+                               f"{platform.python_version()} (needs >=3.10)"))
+    report.checks += [check_requirement(r) for r in requirements(include_lab)]
+    try:
+        import helpers.checkpoint  # noqa: F401  (the heaviest helper module imports everything else)
+        import helpers.data
+        import helpers.settings
+        import helpers.training  # noqa: F401
+
+        report.checks.append(Check("helpers", True, f"imports from {_short_path(helpers.data.__file__)}"))
+    except Exception as exc:  # report any import problem as a failed line, not a traceback
+        report.checks.append(Check("helpers", False, f"import failed: {type(exc).__name__}: {exc}"))
+    if verbose:
+        print(report)
+        print("all requirements met" if report.ok else
+              f"{len(report.failures)} problem(s): fix the [FAIL] lines above, then restart the kernel")
+    return report
+
+
+def _short_path(path: str) -> str:
+    """``.../helpers/data.py`` -> ``helpers/`` in a site-packages or the repository."""
+    import os
+
+    parent = os.path.dirname(os.path.abspath(path))
+    where = "site-packages" if "site-packages" in parent else "the repository"
+    return f"{os.path.basename(parent)}/ ({where})"
+
+
+def main() -> int:
+    import torch
+
+    print(f"torch {torch.__version__}, devices: " + "; ".join(device_lines()))
+    return 0 if check_environment().ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
