@@ -15,6 +15,8 @@ QUIET_PIP := 2>&1 | grep -v "is ignored: it is neither a file nor a directory" |
 # Kernels, `torchrun` and other tools that notebooks and tests start come from the venv.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 LAB_ARGS ?=
+# JupyterLab refuses to run as root (containers, CI) unless told it is deliberate.
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 PYTEST_ARGS ?=
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg --nbval-cell-timeout=600
 
@@ -46,7 +48,7 @@ venv: $(LAB_STAMP)
 venv-dev: $(DEV_STAMP)
 
 lab: $(LAB_STAMP)
-	$(VENV)/bin/jupyter lab notebooks/ $(LAB_ARGS)
+	$(VENV)/bin/jupyter lab notebooks/ $(ALLOW_ROOT) $(LAB_ARGS)
 
 test: $(DEV_STAMP)
 	COURSE_DEVICE=cpu COURSE_NUM_CLASSES= MPLBACKEND=Agg $(PY) -m pytest $(NBVAL) tests notebooks $(PYTEST_ARGS)
