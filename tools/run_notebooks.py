@@ -35,14 +35,28 @@ def clean(nb: nbformat.NotebookNode) -> None:
 
 def run(path: Path, timeout: int = 600) -> float:
     nb = nbformat.read(path, as_version=4)
+    raising = []
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
+            # nbval reads the comment; nbclient needs the tag to let the cell fail on purpose.
+            if "NBVAL_RAISES_EXCEPTION" in cell.source:
+                tags = cell.metadata.setdefault("tags", [])
+                if "raises-exception" not in tags:
+                    tags.append("raises-exception")
+                    raising.append(cell)
     start = time.perf_counter()
     client = NotebookClient(nb, timeout=timeout, kernel_name=KERNEL, allow_errors=False,
                             resources={"metadata": {"path": str(path.parent)}},
                             store_widget_state=False)
     client.execute()
+    for cell in raising:
+        cell.metadata["tags"].remove("raises-exception")
+        if not cell.metadata["tags"]:
+            del cell.metadata["tags"]
+        if not any(out.output_type == "error" for out in cell.outputs):
+            raise RuntimeError(f"{path}: a cell marked NBVAL_RAISES_EXCEPTION did not raise:\n"
+                               f"{cell.source}")
     clean(nb)
     nbformat.write(nb, path)
     return time.perf_counter() - start
