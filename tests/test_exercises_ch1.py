@@ -1,0 +1,207 @@
+"""Chapter 1 exercise checkers: each accepts a right answer and explains wrong ones."""
+
+from collections import OrderedDict
+
+import pytest
+import torch
+from torch import nn
+
+from helpers.exercises import ExerciseError
+from helpers.exercises.ch1 import (
+    check_activation_net,
+    check_named_sequential,
+    check_registered_blocks,
+    check_tiny_resnet,
+)
+from helpers.models import Bottleneck, TinyResNet, count_parameters
+
+X3 = torch.randn(8, 3, 8, 8)  # what load_digits(..., channels=3) gives
+X1 = torch.randn(8, 1, 8, 8)
+
+
+def named_sequential(num_classes, *, names=("conv", "relu", "pool", "flatten", "fc"), channels=64):
+    layers = [nn.Conv2d(3, channels, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+              nn.Linear(channels, num_classes)]
+    return nn.Sequential(OrderedDict(zip(names, layers, strict=True)))
+
+
+# --- exercise 1: named Sequential -----------------------------------------------------------------
+
+@pytest.mark.parametrize("num_classes", [2, 5, 10])
+def test_named_sequential_accepts_the_right_answer(num_classes, capsys):
+    assert check_named_sequential(named_sequential(num_classes), num_classes=num_classes, batch=X3)
+    assert capsys.readouterr().out == (
+        f"[OK] conv -> relu -> pool -> flatten -> fc, output (8, {num_classes})\n")
+
+
+def test_named_sequential_explains_a_wrong_class_count():
+    with pytest.raises(ExerciseError, match="outputs 10 classes; the widget asks for 5"):
+        check_named_sequential(named_sequential(10), num_classes=5, batch=X3)
+
+
+def test_named_sequential_explains_numbered_layers():
+    net = nn.Sequential(*named_sequential(5))
+    with pytest.raises(ExerciseError, match=r"numbers, not names.*OrderedDict"):
+        check_named_sequential(net, num_classes=5, batch=X3)
+
+
+def test_named_sequential_explains_wrong_names_and_types():
+    net = named_sequential(5, names=("conv", "act", "pool", "flatten", "fc"))
+    with pytest.raises(ExerciseError, match=r"named \['conv', 'act'.*asks for \['conv', 'relu'"):
+        check_named_sequential(net, num_classes=5, batch=X3)
+    net = named_sequential(5)
+    net.relu = nn.GELU()
+    with pytest.raises(ExerciseError, match="net.relu is a GELU; it should be an nn.ReLU"):
+        check_named_sequential(net, num_classes=5, batch=X3)
+
+
+def test_named_sequential_explains_mismatched_sizes():
+    net = named_sequential(5)
+    net.fc = nn.Linear(32, 5)
+    with pytest.raises(ExerciseError, match="net.fc takes 32 features, but net.conv makes 64"):
+        check_named_sequential(net, num_classes=5, batch=X3)
+    with pytest.raises(ExerciseError, match="expects 3 input channels, but the images have 1"):
+        check_named_sequential(named_sequential(5), num_classes=5, batch=X1)
+
+
+def test_named_sequential_rejects_other_containers():
+    with pytest.raises(ExerciseError, match="expected an nn.Sequential, got ModuleList"):
+        check_named_sequential(nn.ModuleList(), num_classes=5, batch=X3)
+
+
+# --- exercise 2: blocks registered ----------------------------------------------------------------
+
+class BlockNet(nn.Module):
+    def __init__(self, container, depth=3, width=16, num_classes=5):
+        super().__init__()
+        self.stem = nn.Conv2d(1, width, 3, padding=1)
+        self.blocks = container([Bottleneck(width, width) for _ in range(depth)])
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Linear(width, num_classes))
+
+    def forward(self, x):
+        x = self.stem(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)
+
+
+@pytest.mark.parametrize("container", [nn.ModuleList, lambda blocks: nn.Sequential(*blocks)])
+def test_registered_blocks_accepts_module_list_and_sequential(container, capsys):
+    net = BlockNet(container)
+    assert check_registered_blocks(net, expected_blocks=3)
+    assert capsys.readouterr().out == (
+        f"[OK] 3 blocks, {count_parameters(net):,} trainable parameters, all registered\n")
+
+
+def test_registered_blocks_explains_a_plain_list():
+    net = BlockNet(list)
+    visible = count_parameters(net)
+    full = visible + 3 * count_parameters(Bottleneck(16, 16))
+    with pytest.raises(ExerciseError, match=(
+            rf"your blocks are in a plain Python list: parameters\(\) does not see them, so it "
+            rf"reports {visible:,} parameters instead of {full:,}.*nn.ModuleList")):
+        check_registered_blocks(net)
+
+
+def test_registered_blocks_explains_a_plain_dict_and_a_wrong_count():
+    net = BlockNet(lambda blocks: dict(enumerate(blocks)))
+    with pytest.raises(ExerciseError, match="a plain dict.*nn.ModuleDict"):
+        check_registered_blocks(net)
+    with pytest.raises(ExerciseError, match="holds 3 blocks; the exercise asks for 4"):
+        check_registered_blocks(BlockNet(nn.ModuleList), expected_blocks=4)
+
+
+def test_registered_blocks_finds_modules_hidden_elsewhere():
+    net = BlockNet(nn.ModuleList)
+    net.head[2].extras = [nn.Linear(5, 5)]  # a plain list deeper in the tree
+    with pytest.raises(ExerciseError, match=r"head\.2\.extras\[0\].*30 parameters"):
+        check_registered_blocks(net)
+
+
+def test_registered_blocks_needs_a_blocks_attribute():
+    with pytest.raises(ExerciseError, match="no attribute `blocks`"):
+        check_registered_blocks(nn.Linear(2, 2))
+
+
+# --- exercise 3: activation by name ---------------------------------------------------------------
+
+KEYS = ["relu", "gelu", "tanh"]
+
+
+class ActNet(nn.Module):
+    def __init__(self, num_classes=5, *, acts=None, refuse=True, ignore_name=False):
+        super().__init__()
+        self.hidden = nn.Linear(64, 32)
+        self.acts = acts if acts is not None else nn.ModuleDict(
+            {"relu": nn.ReLU(), "gelu": nn.GELU(), "tanh": nn.Tanh()})
+        self.fc = nn.Linear(32, num_classes)
+        self.refuse, self.ignore_name = refuse, ignore_name
+
+    def forward(self, x, activation="relu"):
+        if self.refuse and activation not in self.acts:
+            raise ValueError(f"unknown activation {activation!r}; choose one of {list(self.acts)}")
+        if self.ignore_name or activation not in self.acts:
+            activation = "relu"
+        return self.fc(self.acts[activation](self.hidden(x.flatten(1))))
+
+
+def test_activation_net_accepts_the_right_answer(capsys):
+    assert check_activation_net(ActNet(), keys=KEYS, num_classes=5, batch=X1)
+    assert "[OK] activations ['relu', 'gelu', 'tanh'] all work" in capsys.readouterr().out
+
+
+def test_activation_net_explains_wrong_keys_and_plain_dicts():
+    net = ActNet(acts=nn.ModuleDict({"relu": nn.ReLU(), "gelu": nn.GELU()}))
+    with pytest.raises(ExerciseError, match=r"keys are \{'acts': \['relu', 'gelu'\]\}"):
+        check_activation_net(net, keys=KEYS, num_classes=5, batch=X1)
+    net = ActNet(acts={"relu": nn.ReLU(), "gelu": nn.GELU(), "tanh": nn.Tanh()})
+    with pytest.raises(ExerciseError, match=r"plain Python dict or list: acts\['relu'\]"):
+        check_activation_net(net, keys=KEYS, num_classes=5, batch=X1)
+
+
+def test_activation_net_explains_an_ignored_name():
+    with pytest.raises(ExerciseError, match="give identical outputs: forward ignores the name"):
+        check_activation_net(ActNet(ignore_name=True), keys=KEYS, num_classes=5, batch=X1)
+
+
+def test_activation_net_explains_silent_or_unhelpful_unknown_names():
+    with pytest.raises(ExerciseError, match="ran without an error"):
+        check_activation_net(ActNet(refuse=False), keys=KEYS, num_classes=5, batch=X1)
+
+    class BareKeyError(ActNet):  # nn.ModuleDict's own KeyError names only the missing key
+        def forward(self, x, activation="relu"):
+            return self.fc(self.acts[activation](self.hidden(x.flatten(1))))
+
+    with pytest.raises(ExerciseError, match="does not say what the valid names are"):
+        check_activation_net(BareKeyError(), keys=KEYS, num_classes=5, batch=X1)
+
+
+def test_activation_net_explains_a_wrong_class_count():
+    with pytest.raises(ExerciseError, match="outputs 5 classes; the widget asks for 3"):
+        check_activation_net(ActNet(5), keys=KEYS, num_classes=3, batch=X1)
+
+
+# --- exercise 4: TinyResNet on a budget -----------------------------------------------------------
+
+def test_tiny_resnet_accepts_a_net_within_budget(capsys):
+    net = TinyResNet(10, width=48, depth=4)
+    assert check_tiny_resnet(net, num_classes=10, depth=4, max_parameters=12_000, batch=X1)
+    assert capsys.readouterr().out == (
+        f"[OK] 4 blocks, {count_parameters(net):,} parameters (budget 12,000), output (8, 10)\n")
+
+
+def test_tiny_resnet_explains_budget_depth_and_crashes():
+    with pytest.raises(ExerciseError, match="over the budget of 12,000.*smaller width"):
+        check_tiny_resnet(TinyResNet(10, width=64, depth=4), num_classes=10, depth=4,
+                          max_parameters=12_000, batch=X1)
+    with pytest.raises(ExerciseError, match="has 2 blocks; the exercise asks for depth=4"):
+        check_tiny_resnet(TinyResNet(10, width=48, depth=2), num_classes=10, depth=4,
+                          max_parameters=12_000, batch=X1)
+    with pytest.raises(ExerciseError, match=r"calling your TinyResNet on a batch of shape "
+                                            r"\(8, 3, 8, 8\) failed with RuntimeError"):
+        check_tiny_resnet(TinyResNet(10, width=48, depth=4), num_classes=10, depth=4,
+                          max_parameters=12_000, batch=X3)
+    with pytest.raises(ExerciseError, match="expected a helpers.models.TinyResNet"):
+        check_tiny_resnet(nn.Linear(2, 2), num_classes=10, depth=4, max_parameters=12_000,
+                          batch=X1)
