@@ -29,6 +29,7 @@ help:
 	@echo "make lint       ruff on helpers/, tests/ and the notebooks"
 	@echo "make test-gpu   the suite on a CUDA machine (COURSE_DEVICE=cuda, outputs not compared)"
 	@echo "make bench      measure course runtime, loop overhead and checkpoint I/O"
+	@echo "make stamp-urls write pyproject.toml's repository URL and colab-ref into the notebooks"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +65,11 @@ test-gpu: $(DEV_STAMP)
 notebooks: $(DEV_STAMP)
 	COURSE_DEVICE=cpu COURSE_NUM_CLASSES= MPLBACKEND=module://matplotlib_inline.backend_inline \
 		$(PY) -m tools.run_notebooks notebooks/*.ipynb
+
+# Colab badges and Setup cells get pyproject.toml's [project.urls] Repository and [tool.course]
+# colab-ref (tools/stamp_urls.py; only cell sources change, a second run changes nothing).
+stamp-urls: | $(PY)
+	$(PY) -m tools.stamp_urls
 
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check helpers tests tools notebooks
