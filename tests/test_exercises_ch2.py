@@ -1,0 +1,187 @@
+import pytest
+import torch
+from torch import nn
+from torchvision.models.resnet import BasicBlock, ResNet
+
+from helpers.exercises import ExerciseError
+from helpers.exercises.ch2 import (
+    check_frozen_except,
+    check_loaded_checkpoint,
+    check_logits_and_features,
+    check_new_head,
+)
+from helpers.modify import ResNetWithExtraInput, freeze, replace_head, unfreeze
+
+
+def small_resnet(num_classes: int = 1000) -> ResNet:
+    """Same layout and names as resnet18 (layer1..layer4, fc, 512 features), one block a stage."""
+    return ResNet(BasicBlock, [1, 1, 1, 1], num_classes=num_classes)
+
+
+# Exercise 1: a new head ------------------------------------------------------------------------
+
+def test_new_head_right_answer(capsys):
+    net = small_resnet()
+    net.fc = nn.Linear(net.fc.in_features, 5)
+    assert check_new_head(net, num_classes=5)
+    assert capsys.readouterr().out == "[OK] head Linear(512 -> 5), output (2, 5)\n"
+    assert net.training  # the checker restores the mode it found
+
+
+def test_new_head_untouched_model_says_1000_classes():
+    with pytest.raises(ExerciseError,
+                       match="your head outputs 1000 classes; the widget asks for 5"):
+        check_new_head(small_resnet(), num_classes=5)
+
+
+def test_new_head_with_resnet50_in_features_is_explained():
+    net = small_resnet()
+    net.fc = nn.Linear(2048, 5)  # copied from the resnet50 example, but this backbone gives 512
+    with pytest.raises(ExerciseError, match="expects 2048 input features, but the backbone "
+                                            "delivers 512"):
+        check_new_head(net, num_classes=5)
+
+
+def test_new_head_identity_is_not_a_head():
+    net = small_resnet()
+    net.fc = nn.Identity()
+    with pytest.raises(ExerciseError, match="model.fc is an Identity; it should be a new"):
+        check_new_head(net, num_classes=5)
+
+
+# Exercise 2: freeze all but layer4 and fc -----------------------------------------------------
+
+def test_frozen_except_right_answer(capsys):
+    net = small_resnet(num_classes=5)
+    freeze(net)
+    unfreeze(net.layer4)
+    unfreeze(net.fc)
+    assert check_frozen_except(net)
+    expected = sum(p.numel() for p in net.layer4.parameters()) + 512 * 5 + 5
+    total = sum(p.numel() for p in net.parameters())
+    out = capsys.readouterr().out
+    assert out == f"[OK] {expected:,} of {total:,} parameters trainable: layer4, fc\n"
+
+
+def test_frozen_except_names_what_is_still_trainable():
+    net = small_resnet(num_classes=5)
+    freeze(net.layer1)  # forgot the stem and the other stages
+    with pytest.raises(ExerciseError, match=r"still trainable but should be frozen: conv1, "
+                                            r"bn1, layer2, layer3 \("):
+        check_frozen_except(net)
+
+
+def test_frozen_except_names_what_is_wrongly_frozen():
+    net = freeze(small_resnet(num_classes=5))
+    unfreeze(net.fc)  # forgot layer4
+    with pytest.raises(ExerciseError, match=r"frozen but should train: layer4 \(") as err:
+        check_frozen_except(net)
+    assert "still trainable" not in str(err.value)
+    assert f"{512 * 5 + 5:,} parameters are trainable" in str(err.value)
+
+
+def test_frozen_except_rejects_a_model_without_layer4():
+    with pytest.raises(ExerciseError, match="no parameters under 'layer4'"):
+        check_frozen_except(nn.Sequential(nn.Linear(2, 2)))
+
+
+# Exercise 3: (logits, features) with an extra input -------------------------------------------
+
+class LogitsAndFeatures(ResNetWithExtraInput):
+    def forward(self, x, extra):
+        features = self.features(x)
+        return self.head(torch.cat([features, extra], dim=1)), features
+
+
+def test_logits_and_features_right_answer(capsys):
+    model = LogitsAndFeatures(5, extra_dim=2, backbone=small_resnet())
+    assert check_logits_and_features(model, num_classes=5, extra_dim=2, feature_dim=512)
+    assert capsys.readouterr().out == ("[OK] logits (3, 5), features (3, 512); the extra input "
+                                       "changes the logits\n")
+
+
+def test_logits_only_is_reported():
+    model = ResNetWithExtraInput(5, extra_dim=2, backbone=small_resnet())
+    with pytest.raises(ExerciseError, match=r"forward returned a tensor of shape \(3, 5\); it "
+                                            r"should return a tuple \(logits, features\)"):
+        check_logits_and_features(model, num_classes=5, extra_dim=2)
+
+
+def test_extra_input_ignored_is_reported():
+    class IgnoresExtra(LogitsAndFeatures):
+        def __init__(self):
+            super().__init__(5, extra_dim=2, backbone=small_resnet())
+            self.head = nn.Linear(512, 5)
+
+        def forward(self, x, extra):
+            features = self.features(x)
+            return self.head(features), features
+
+    with pytest.raises(ExerciseError, match="does not change the logits: the head never sees it"):
+        check_logits_and_features(IgnoresExtra(), num_classes=5, extra_dim=2)
+
+
+def test_wrong_class_count_and_concatenated_features_are_reported():
+    model = LogitsAndFeatures(1000, extra_dim=2, backbone=small_resnet())
+    with pytest.raises(ExerciseError, match=r"logits have shape \(3, 1000\); expected \(3, 5\)"):
+        check_logits_and_features(model, num_classes=5, extra_dim=2)
+
+    class ReturnsConcat(LogitsAndFeatures):
+        def forward(self, x, extra):
+            joined = torch.cat([self.features(x), extra], dim=1)
+            return self.head(joined), joined
+
+    model = ReturnsConcat(5, extra_dim=2, backbone=small_resnet())
+    with pytest.raises(ExerciseError, match="features have 514 columns; the backbone gives 512. "
+                                            "It looks like the extra input"):
+        check_logits_and_features(model, num_classes=5, extra_dim=2, feature_dim=512)
+
+
+def test_forward_without_extra_argument_is_reported():
+    with pytest.raises(ExerciseError, match="calling model\\(x, extra\\) on inputs of shape "
+                                            "\\(3, 3, 32, 32\\), \\(3, 2\\) failed with TypeError"):
+        check_logits_and_features(small_resnet(5), num_classes=5, extra_dim=2)
+
+
+# Exercise 4: load a checkpoint with another class count ---------------------------------------
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    torch.manual_seed(1)
+    path = tmp_path / "resnet_1000.pt"
+    torch.save(small_resnet(1000).state_dict(), path)
+    return path
+
+
+def test_loaded_checkpoint_right_answer(checkpoint, capsys):
+    torch.manual_seed(2)
+    model = small_resnet(5)
+    state = torch.load(checkpoint, weights_only=True)
+    model.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")},
+                          strict=False)
+    assert check_loaded_checkpoint(model, checkpoint, num_classes=5)
+    tensors = sum(1 for k in state if not k.startswith("fc."))
+    assert capsys.readouterr().out == (f"[OK] {tensors} backbone tensors equal the checkpoint; "
+                                       f"head Linear(512 -> 5)\n")
+
+
+def test_loaded_checkpoint_nothing_loaded(checkpoint):
+    torch.manual_seed(2)
+    with pytest.raises(ExerciseError, match=r"backbone tensors differ from the checkpoint "
+                                            r"\(e.g. conv1.weight\): the weights were not loaded"):
+        check_loaded_checkpoint(small_resnet(5), checkpoint, num_classes=5)
+
+
+def test_loaded_checkpoint_head_not_replaced(checkpoint):
+    model = small_resnet(1000)
+    model.load_state_dict(torch.load(checkpoint, weights_only=True))
+    with pytest.raises(ExerciseError, match="your head outputs 1000 classes; the widget asks "
+                                            "for 5"):
+        check_loaded_checkpoint(model, checkpoint, num_classes=5)
+    replace_head(model, 5)
+    assert check_loaded_checkpoint(model, checkpoint, num_classes=5)
+
+
+def test_loaded_checkpoint_other_architecture(checkpoint):
+    with pytest.raises(ExerciseError, match="the model has no 'conv1.weight'"):
+        check_loaded_checkpoint(nn.Sequential(nn.Linear(2, 2)), checkpoint, num_classes=5)
