@@ -211,7 +211,7 @@ def bench_accuracy(repeats: int, quick: bool) -> dict:
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=epochs)
         curve, start = [], time.perf_counter()
 
-        def record(epoch, history):
+        def record(epoch, history, model=model, curve=curve, start=start):
             elapsed = time.perf_counter() - start  # training time so far (test eval excluded)
             curve.append((epoch + 1, elapsed, evaluate(model, data.test)[1]))
 
@@ -272,7 +272,8 @@ def markdown(results: dict) -> str:
     if "io" in results:
         io = results["io"]
         lines.append(f"| checkpoint I/O model | {io['model']}, {io['weights_mb']:.0f} MB | |")
-        for key, name in [("torch_save_s", "torch.save"), ("save_checkpoint_s", "save_checkpoint (fsync, atomic)"),
+        for key, name in [("torch_save_s", "torch.save"),
+                          ("save_checkpoint_s", "save_checkpoint (fsync, atomic)"),
                           ("save_weights_safetensors_s", "save_weights .safetensors"),
                           ("raw_write_fsync_s", "raw write + fsync (floor)"),
                           ("torch_load_s", "torch.load + load_state_dict"),
@@ -282,7 +283,8 @@ def markdown(results: dict) -> str:
             row(name, "", io[key], " s")
         row("save_checkpoint / torch.save", "save_checkpoint_over_torch_save",
             io["save_checkpoint_over_torch_save"], "x")
-        row("load_weights / torch.load", "load_weights_over_torch_load", io["load_weights_over_torch_load"], "x")
+        row("load_weights / torch.load", "load_weights_over_torch_load",
+            io["load_weights_over_torch_load"], "x")
         row("safetensors save / torch.save", "", io["safetensors_save_over_torch_save"], "x")
         row("safetensors load / torch load", "", io["safetensors_load_over_torch_load"], "x")
     if "accuracy" in results:

@@ -7,7 +7,6 @@ torch.Size([2, 10])
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 

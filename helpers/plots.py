@@ -21,7 +21,10 @@ def plot_history(*histories: History, labels: Sequence[str] | None = None, title
 
     labels = list(labels) if labels is not None else [f"run {i + 1}" for i in range(len(histories))]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.2))
-    for history, label, style in zip(histories, labels, ["-o", "--s", ":^", "-.d"] * 4):
+    if len(labels) != len(histories):
+        raise ValueError(f"got {len(histories)} histories but {len(labels)} labels")
+    styles = (["-o", "--s", ":^", "-.d"] * len(histories))[:len(histories)]
+    for history, label, style in zip(histories, labels, styles, strict=True):
         epochs = [e + 1 for e in history.epoch]
         ax_loss.plot(epochs, history.train_loss, style, label=f"{label} (train)", markersize=4)
         ax_acc.plot(epochs, history.val_acc, style, label=f"{label} (val)", markersize=4)

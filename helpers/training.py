@@ -52,7 +52,8 @@ class History:
 
 
 def train_one_epoch(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]],
-                    optimizer: torch.optim.Optimizer, loss_fn: LossFn = F.cross_entropy) -> tuple[float, float]:
+                    optimizer: torch.optim.Optimizer,
+                    loss_fn: LossFn = F.cross_entropy) -> tuple[float, float]:
     """One pass over ``loader``; returns (mean loss, accuracy) over the samples seen."""
     model.train()
     loss_sum: Tensor | float = 0.0
@@ -129,4 +130,8 @@ def fit(model: nn.Module, data: ImageData, optimizer: torch.optim.Optimizer, *, 
     finally:
         if bar is not None:
             bar.close()
+    if bar is not None and len(history):
+        # A notebook saves a progress widget in its first state (0%); this line records the outcome.
+        print(f"{desc}: epoch {history.epoch[-1] + 1}/{epochs} done, "
+              f"validation accuracy {history.val_acc[-1]:.2f}")
     return history

@@ -3,8 +3,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers.data import (BatchLoader, DatasetUnavailableError, load_digits,
-                          load_torchvision_dataset)
+from helpers.data import BatchLoader, DatasetUnavailableError, load_digits, load_torchvision_dataset
 from helpers.settings import SettingsError
 
 

@@ -1,9 +1,9 @@
 """The install files agree with each other: pyproject.toml, requirements*.txt, environment.yml."""
 
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,8 +3,15 @@ import pytest
 import torch
 
 from helpers import settings
-from helpers.settings import (SettingsError, available_devices, course_settings, default_device,
-                              default_num_classes, parse_device, parse_num_classes)
+from helpers.settings import (
+    SettingsError,
+    available_devices,
+    course_settings,
+    default_device,
+    default_num_classes,
+    parse_device,
+    parse_num_classes,
+)
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "abc", "11", str(10**6), "", "2.5", "1e3"])

@@ -1,0 +1,186 @@
+"""The course pipeline as a script: train a TinyResNet on the digits, checkpointing every epoch.
+
+Single process::
+
+    python -m helpers.pipeline --num-classes 10 --epochs 8 --checkpoint-dir runs/pipeline
+
+Several processes (one per GPU, or CPU processes on gloo), on one or many machines::
+
+    torchrun --standalone --nproc-per-node=2 -m helpers.pipeline --checkpoint-dir runs/ddp
+
+Each epoch rank 0 writes ``last.pt`` (and ``best.pt`` when validation accuracy improves) with
+``helpers.checkpoint.save_checkpoint``: unprefixed weights, optimizer, scheduler, epoch, RNG states.
+``--resume`` continues from ``last.pt``. Ctrl-C or SIGTERM stops the run between two atomic saves,
+so the last complete checkpoint stays intact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from helpers.checkpoint import load_checkpoint, save_checkpoint, unwrap_model
+from helpers.data import BatchLoader, load_digits
+from helpers.distributed import cleanup_distributed, is_main_process, setup_distributed
+from helpers.models import TinyResNet
+from helpers.seeding import seed_everything
+from helpers.settings import SettingsError, parse_device, parse_num_classes
+from helpers.training import History, evaluate, fit
+
+LAST, BEST = "last.pt", "best.pt"
+
+
+def _positive(kind: type) -> Any:
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers.pipeline",
+        description="Train a TinyResNet on the bundled digits with resumable checkpoints. "
+                    "Also runs under torchrun (gloo on CPU, NCCL on CUDA).")
+    parser.add_argument("--num-classes", default="10", help="digits 0..N-1 to learn, 2..10 (default 10)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto); "
+                        "under torchrun each rank uses cuda:LOCAL_RANK or cpu")
+    parser.add_argument("--epochs", type=_positive(int), default=8, help="total epochs (default 8)")
+    parser.add_argument("--batch-size", type=_positive(int), default=64,
+                        help="batch size per process (default 64)")
+    parser.add_argument("--lr", type=_positive(float), default=1e-2, help="peak learning rate (default 0.01)")
+    parser.add_argument("--width", type=_positive(int), default=64, help="TinyResNet width (default 64)")
+    parser.add_argument("--depth", type=_positive(int), default=2, help="TinyResNet blocks (default 2)")
+    parser.add_argument("--dropout", type=float, default=0.1, help="dropout before the head (default 0.1)")
+    parser.add_argument("--checkpoint-dir", type=Path, default=Path("runs/pipeline"),
+                        help="where last.pt, best.pt and metrics.json go (default runs/pipeline)")
+    parser.add_argument("--resume", action="store_true", help="continue from CHECKPOINT_DIR/last.pt")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, only the summary")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.num_classes = parse_num_classes(args.num_classes, source="--num-classes")
+        if args.device != "auto" or "LOCAL_RANK" not in __import__("os").environ:
+            args.device = str(parse_device(args.device, source="--device"))
+    except SettingsError as exc:
+        parser.error(str(exc))
+    if not 0 <= args.dropout < 1:
+        parser.error(f"--dropout must be in [0, 1), got {args.dropout}")
+    return args
+
+
+def build_model(args: argparse.Namespace) -> nn.Module:
+    return TinyResNet(args.num_classes, width=args.width, depth=args.depth, dropout=args.dropout)
+
+
+class _Stop(KeyboardInterrupt):
+    """Raised by the SIGTERM handler so that SIGTERM and Ctrl-C take the same path."""
+
+
+def _on_sigterm(signum, frame):  # pragma: no cover - exercised through a subprocess test
+    raise _Stop()
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Train (or resume) and return a summary dict; rank 0 also writes metrics.json."""
+    dist = setup_distributed(args.device)
+    device, rank, world = dist.device, dist.rank, dist.world_size
+    seed_everything(args.seed)
+    data = load_digits(args.num_classes, device=device, seed=args.seed)
+    model = build_model(args).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.epochs)
+    ckpt_dir = args.checkpoint_dir
+    history, start_epoch, best_acc = History(), 0, -1.0
+    if args.resume:
+        last = ckpt_dir / LAST
+        if not last.exists():
+            raise SystemExit(f"--resume: no checkpoint at {last}; run once without --resume first")
+        state = load_checkpoint(last, model=model, optimizer=optimizer, scheduler=scheduler,
+                                map_location=device)
+        start_epoch, best_acc = state["start_epoch"], state["best_acc"]
+        history = History.from_dict(state["history"])
+        if is_main_process():
+            print(f"resumed from {last} at epoch {start_epoch}/{args.epochs}")
+    wrapped: nn.Module = model
+    sampler = None
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        from torch.utils.data import DistributedSampler
+
+        wrapped = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        sampler = DistributedSampler(range(len(data.train)), num_replicas=world, rank=rank,
+                                     shuffle=True, seed=args.seed)
+    loader = BatchLoader(data.train, args.batch_size, shuffle=sampler is None, sampler=sampler)
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+
+    def checkpoint(epoch: int, hist: History) -> None:
+        nonlocal best_acc
+        if is_main_process():
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            improved = hist.val_acc[-1] > best_acc
+            best_acc = max(best_acc, hist.val_acc[-1])
+            extra = dict(best_acc=best_acc, history=hist.to_dict(), class_names=data.class_names,
+                         config=config, world_size=world)
+            save_checkpoint(ckpt_dir / LAST, model=unwrap_model(wrapped), optimizer=optimizer,
+                            scheduler=scheduler, epoch=epoch, **extra)
+            if improved:
+                save_checkpoint(ckpt_dir / BEST, model=unwrap_model(wrapped), epoch=epoch, **extra)
+        if world > 1:
+            torch.distributed.barrier()
+
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        history = fit(wrapped, data, optimizer, epochs=args.epochs, scheduler=scheduler,
+                      start_epoch=start_epoch, history=history, callback=checkpoint,
+                      train_loader=loader, progress=not args.quiet and is_main_process(),
+                      desc=f"pipeline ({world} process{'es' if world > 1 else ''})")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    test_loss, test_acc = evaluate(unwrap_model(wrapped), data.test)
+    summary = {"epochs": args.epochs, "world_size": world, "device": str(device),
+               "num_classes": args.num_classes, "best_val_acc": best_acc, "test_acc": test_acc,
+               "test_loss": test_loss, "checkpoint": str(ckpt_dir / LAST)}
+    if is_main_process():
+        (ckpt_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    cleanup_distributed()
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        summary = run(args)
+    except KeyboardInterrupt:
+        last = args.checkpoint_dir / LAST
+        where = (f"the last complete checkpoint is {last}" if last.exists()
+                 else "no checkpoint was written yet")
+        print(f"\ninterrupted: {where}; continue with --resume", file=sys.stderr)
+        return 130
+    if is_main_process():
+        print(f"done: {summary['num_classes']} classes, {summary['world_size']} process(es) on "
+              f"{summary['device']}; best val acc {summary['best_val_acc']:.3f}, "
+              f"test acc {summary['test_acc']:.3f}; checkpoint {summary['checkpoint']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
