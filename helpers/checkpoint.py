@@ -498,11 +498,15 @@ def load_weights(model: nn.Module, path: PathLike, *, map_location: Any = "cpu",
     """Load weights into ``model`` (or the module inside its wrappers) from any of our file kinds.
 
     Accepts a state_dict file, a safetensors file or a checkpoint dict with the weights under
-    ``model``, ``model_state_dict`` or ``state_dict``; wrapper prefixes are stripped. Loads with
-    ``weights_only=True`` (memory-mapped when possible) onto ``map_location``; the model may sit
-    on another device. ``exclude`` names modules or keys to skip (e.g. ``["fc"]`` for a new
-    head, with ``strict=False``). ``trusted=True`` unpickles with ``weights_only=False`` and also
-    accepts a whole pickled model: only for files you trust. Returns the missing/unexpected keys.
+    ``model``, ``model_state_dict`` or ``state_dict``. Keys are matched as saved first; when they
+    do not all match, wrapper prefixes are stripped (so a model whose own submodule is called
+    ``module``, like ``AveragedModel``, still loads its own files). Loads with ``weights_only=True``
+    (memory-mapped when possible) onto ``map_location``; the model may sit on another device.
+    Shapes are checked first: a mismatch raises ``CheckpointError`` naming each key and both
+    shapes, also with ``strict=False``. ``exclude`` names modules or keys to skip (e.g.
+    ``["fc"]`` for a new head, with ``strict=False``). ``trusted=True`` unpickles with
+    ``weights_only=False`` and also accepts a whole pickled model: only for files you trust.
+    Returns the missing/unexpected keys.
 
     >>> load_weights(model, "runs/last.pt")
     IncompatibleKeys(missing_keys=[], unexpected_keys=[])

@@ -30,6 +30,13 @@ from helpers.models import TinyResNet
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
+def _data_parallel(module):
+    """``nn.DataParallel``, keeping the module on the CPU (one visible GPU would move it)."""
+    wrapped = nn.DataParallel(module)  # without GPUs it simply calls the module
+    module.cpu()
+    return wrapped
+
+
 def _net(num_classes=10, seed=0):
     torch.manual_seed(seed)
     return TinyResNet(num_classes, width=8, depth=1, dropout=0.1)
@@ -83,7 +90,7 @@ def _files(directory):
 @pytest.mark.parametrize("name", ["w.pt", "w.pth", "w.safetensors"])
 def test_weights_round_trip_through_a_wrapper(tmp_path, name):
     model, _, _ = _trained()
-    path = save_weights(nn.DataParallel(model), tmp_path / name)
+    path = save_weights(_data_parallel(model), tmp_path / name)
     assert path == tmp_path / name and _files(tmp_path) == [name]
     fresh = _net(seed=1)
     assert not outputs_equal(model, fresh, _x())
@@ -149,7 +156,7 @@ def test_safetensors_is_recognised_without_its_suffix(tmp_path):
 @pytest.mark.parametrize("key", ["model", "model_state_dict", "state_dict"])
 def test_load_weights_finds_weights_inside_checkpoint_dicts(tmp_path, key):
     model = _net()
-    torch.save({"epoch": 3, key: nn.DataParallel(model).state_dict(), "note": "x"},
+    torch.save({"epoch": 3, key: _data_parallel(model).state_dict(), "note": "x"},
                tmp_path / "c.pt")
     fresh = _net(seed=1)
     load_weights(fresh, tmp_path / "c.pt")
@@ -182,8 +189,18 @@ def test_load_weights_into_a_wrapped_model(tmp_path):
     model = _net()
     save_weights(model, tmp_path / "w.pt")
     fresh = _net(seed=1)
-    load_weights(nn.DataParallel(fresh), tmp_path / "w.pt")
+    load_weights(_data_parallel(fresh), tmp_path / "w.pt")
     assert outputs_equal(model, fresh, _x())
+
+
+def test_a_model_whose_own_submodule_is_called_module_keeps_its_keys(tmp_path):
+    average = torch.optim.swa_utils.AveragedModel(_net())
+    average.update_parameters(_net(seed=1))
+    path = save_weights(average, tmp_path / "swa.pt")
+    assert all(k.startswith("module.") or k == "n_averaged" for k in torch.load(path))
+    fresh = torch.optim.swa_utils.AveragedModel(_net(seed=2))
+    assert load_weights(fresh, path).missing_keys == []
+    assert outputs_equal(average, fresh, _x())
 
 
 def test_class_count_mismatch_names_key_shapes_and_fix(tmp_path):
@@ -237,7 +254,7 @@ def test_checkpoint_round_trip_restores_every_state(tmp_path):
     scaler.update(new_scale=1024.0)
     extras = {"best_acc": 0.75, "class_names": ["0", "1"], "config": {"lr": 0.01, "depth": 1},
               "history": {"val_acc": [0.5, 0.75]}}
-    save_checkpoint(tmp_path / "c.pt", model=nn.DataParallel(model), optimizer=optimizer,
+    save_checkpoint(tmp_path / "c.pt", model=_data_parallel(model), optimizer=optimizer,
                     scheduler=scheduler, scaler=scaler, epoch=4, **extras)
     fresh_model, fresh_opt, fresh_sched = _fresh()
     fresh_scaler = torch.amp.GradScaler("cpu")
@@ -533,7 +550,7 @@ def test_checkpoint_summary_describes_a_checkpoint(tmp_path):
 
 def test_checkpoint_summary_describes_plain_weights(tmp_path):
     model = _net()
-    path = save_weights(nn.DataParallel(model), tmp_path / "w.safetensors")
+    path = save_weights(_data_parallel(model), tmp_path / "w.safetensors")
     summary = checkpoint_summary(path)
     assert summary.startswith("w.safetensors: weights (a state_dict)")
     assert f"tensors: {len(model.state_dict())}, " in summary and "(safetensors)" in summary
@@ -605,8 +622,8 @@ def test_save_on_cuda_load_on_cpu_with_grad_scaler(tmp_path):
     assert cpu_scaler.get_scale() == scaler.get_scale()
     assert _state_equal(cpu_model.state_dict(), model.state_dict())
     assert all(v.device.type == "cpu" for s in cpu_opt.state.values() for v in s.values()
-               if isinstance(v, torch.Tensor) and v.dim() > 0)
-    assert outputs_equal(model, cpu_model, _x())
+               if isinstance(v, torch.Tensor))
+    assert _state_equal(cpu_opt.state_dict(), optimizer.state_dict())
 
 
 @cuda
@@ -635,4 +652,4 @@ def test_save_on_cpu_load_into_a_cuda_model(tmp_path, map_location):
     weights = save_weights(model, tmp_path / "w.safetensors")
     fresh = _net(seed=2).to(device)
     load_weights(fresh, weights, map_location=map_location)
-    assert outputs_equal(model, fresh, _x())
+    assert _state_equal(fresh.state_dict(), model.state_dict())  # kernels differ, weights do not

@@ -79,6 +79,7 @@ def _kill_at_random(ctx, path, first_epoch, rng, *, atomic):
     return writer.pid, done.value
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_leaves_a_complete_checkpoint(tmp_path, forkserver):
     rng = random.Random(0)
     path = tmp_path / "last.pt"

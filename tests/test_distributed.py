@@ -1,4 +1,4 @@
-"""helpers.distributed and wrapped-model checkpoints: DataParallel, DDP over gloo, torchrun, NCCL."""
+"""helpers.distributed and checkpoints of wrapped models: DataParallel, DDP, torchrun."""
 
 import json
 import multiprocessing
@@ -27,6 +27,13 @@ from helpers.seeding import seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def _data_parallel(module):
+    """``nn.DataParallel``, keeping the module on the CPU (one visible GPU would move it)."""
+    wrapped = nn.DataParallel(module)  # without GPUs it simply calls the module
+    module.cpu()
+    return wrapped
 
 
 def _alive(pid: int) -> bool:
@@ -64,7 +71,7 @@ def test_torchrun_variables_without_a_master_address_are_explained(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.delenv("MASTER_ADDR", raising=False)
     monkeypatch.delenv("MASTER_PORT", raising=False)
-    with pytest.raises(RuntimeError, match="MASTER_ADDR, MASTER_PORT is not; start the script with torchrun"):
+    with pytest.raises(RuntimeError, match="MASTER_ADDR, MASTER_PORT is not; start the script"):
         setup_distributed("cpu")
 
 
@@ -82,7 +89,7 @@ def test_ddp_demo_rejects_impossible_settings(tmp_path):
 def test_dataparallel_checkpoint_loads_into_a_plain_model(tmp_path):
     seed_everything(0)
     model = TinyResNet(10, width=8, depth=1)
-    wrapped = nn.DataParallel(model)  # without GPUs it simply calls the module
+    wrapped = _data_parallel(model)
     x = load_digits(10).val.X[:16]
     torch.save(wrapped.state_dict(), tmp_path / "dp_state_dict.pt")
     save_weights(wrapped, tmp_path / "dp_weights.pt")
@@ -170,6 +177,7 @@ def test_ddp_demo_over_nccl_with_one_process(tmp_path):
     load_weights(model, result["wrapped_path"], map_location="cuda")
     reference = TinyResNet(**result["model_kwargs"])
     load_weights(reference, result["weights_path"])
-    x = load_digits(10).val.X[:16]
-    assert outputs_equal(model, reference, x)
+    mine, theirs = model.state_dict(), reference.state_dict()
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[k].cpu(), theirs[k]) for k in mine)
     assert multiprocessing.active_children() == []

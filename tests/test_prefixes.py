@@ -22,6 +22,13 @@ base_keys = st.builds(
 wrappers = st.lists(st.sampled_from(WRAPPER_PREFIXES), min_size=0, max_size=4).map("".join)
 
 
+def _data_parallel(module):
+    """``nn.DataParallel``, keeping the module on the CPU (one visible GPU would move it)."""
+    wrapped = nn.DataParallel(module)  # without GPUs it simply calls the module
+    module.cpu()
+    return wrapped
+
+
 @st.composite
 def prefixed_state_dicts(draw):
     """(original keys, prefixed keys) with a random wrapper stack per key, mixed within one dict."""
@@ -69,7 +76,7 @@ def test_nested_and_repeated_prefixes():
 
 def test_metadata_is_kept_with_stripped_keys():
     net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
-    wrapped = nn.DataParallel(nn.DataParallel(net))
+    wrapped = _data_parallel(_data_parallel(net))
     state = wrapped.state_dict()
     assert any(k.startswith("module.module.") for k in state._metadata)
     result = strip_prefixes(state)
