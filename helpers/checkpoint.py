@@ -134,8 +134,8 @@ def strip_prefixes(state_dict: Mapping[str, Any],
         work._metadata = OrderedDict(metadata)  # type: ignore[attr-defined]
     while True:
         meta = getattr(work, "_metadata", ())
-        found = [p for p in prefixes if any(k.startswith(p) for k in work)
-                 or any(m == p.rstrip(".") or m.startswith(p) for m in meta)]
+        found = [p for p in prefixes if any(k.startswith(p) for k in work)  # torch's own test:
+                 or any(m == p.replace(".", "") or m.startswith(p) for m in meta)]
         if not found:
             break
         for prefix in found:
@@ -310,7 +310,9 @@ def _unreadable(path: Path, head: bytes, exc: BaseException) -> CheckpointError:
         return CheckpointError(
             path, f"it holds pickled Python objects, not only tensors (it refers to "
                   f"{found.group(1)})", UNSAFE_ADVICE)
-    if head.startswith(b"\x80") and not head.startswith(_LEGACY_TORCH_MAGIC):
+    # A legacy torch.save file starts with a pickled magic number (maybe cut short here).
+    legacy_torch = _LEGACY_TORCH_MAGIC.startswith(head[:len(_LEGACY_TORCH_MAGIC)])
+    if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5 and not legacy_torch:
         return CheckpointError(path, "it is a plain Python pickle, not a file written by "
                                      "torch.save or safetensors", UNSAFE_ADVICE)
     if head.lstrip()[:1] in (b"{", b"["):
@@ -347,9 +349,9 @@ def _read(path: PathLike, *, map_location: Any = "cpu", trusted: bool = False,
         try:
             return torch.load(path, map_location=map_location, weights_only=False)
         except Exception as exc:
+            missing_class = isinstance(exc, (AttributeError, ImportError))
             hint = ("Pickle stores a reference to the model's class, not its code: import or "
-                    "define that class before loading." if isinstance(exc, AttributeError)
-                    else DAMAGED_ADVICE)
+                    "define that class before loading." if missing_class else DAMAGED_ADVICE)
             raise CheckpointError(path, f"cannot unpickle it ({type(exc).__name__}: "
                                         f"{_first_line(exc)})", hint) from None
     try:
@@ -409,7 +411,10 @@ def _load_state(model: nn.Module, state: Mapping[str, Tensor], path: Path, *, st
             state = stripped
     exclude = list(exclude)
     if exclude:
-        state = {k: v for k, v in state.items() if not _excluded(k, exclude)}
+        kept = OrderedDict((k, v) for k, v in state.items() if not _excluded(k, exclude))
+        if hasattr(state, "_metadata"):  # module versions, e.g. for BatchNorm
+            kept._metadata = state._metadata  # type: ignore[attr-defined]
+        state = kept
     mismatched = [(k, v, own[k]) for k, v in state.items() if k in own
                   and not nn.parameter.is_lazy(own[k]) and v.shape != own[k].shape]
     if mismatched:
