@@ -28,7 +28,7 @@ from torch import nn
 
 from helpers.checkpoint import load_checkpoint, save_checkpoint, unwrap_model
 from helpers.data import BatchLoader, load_digits
-from helpers.distributed import cleanup_distributed, is_main_process, setup_distributed
+from helpers.distributed import barrier, cleanup_distributed, is_main_process, setup_distributed
 from helpers.models import TinyResNet
 from helpers.seeding import seed_everything
 from helpers.settings import SettingsError, parse_device, parse_num_classes
@@ -134,10 +134,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     def checkpoint(epoch: int, hist: History) -> None:
         nonlocal best_acc
+        # Every rank evaluates the full validation split with the same weights, so all agree.
+        improved = hist.val_acc[-1] > best_acc
+        best_acc = max(best_acc, hist.val_acc[-1])
         if is_main_process():
             ckpt_dir.mkdir(parents=True, exist_ok=True)
-            improved = hist.val_acc[-1] > best_acc
-            best_acc = max(best_acc, hist.val_acc[-1])
             extra = dict(best_acc=best_acc, history=hist.to_dict(), class_names=data.class_names,
                          config=config, world_size=world)
             save_checkpoint(ckpt_dir / LAST, model=unwrap_model(wrapped), optimizer=optimizer,
@@ -145,7 +146,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if improved:
                 save_checkpoint(ckpt_dir / BEST, model=unwrap_model(wrapped), epoch=epoch, **extra)
         if world > 1:
-            torch.distributed.barrier()
+            barrier()
 
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
@@ -156,7 +157,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         signal.signal(signal.SIGTERM, previous)
     test_loss, test_acc = evaluate(unwrap_model(wrapped), data.test)
-    summary = {"epochs": args.epochs, "world_size": world, "device": str(device),
+    summary = {"rank": rank, "epochs": args.epochs, "world_size": world, "device": str(device),
                "num_classes": args.num_classes, "best_val_acc": best_acc, "test_acc": test_acc,
                "test_loss": test_loss, "checkpoint": str(ckpt_dir / LAST)}
     if is_main_process():
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                  else "no checkpoint was written yet")
         print(f"\ninterrupted: {where}; continue with --resume", file=sys.stderr)
         return 130
-    if is_main_process():
+    if summary["rank"] == 0:
         print(f"done: {summary['num_classes']} classes, {summary['world_size']} process(es) on "
               f"{summary['device']}; best val acc {summary['best_val_acc']:.3f}, "
               f"test acc {summary['test_acc']:.3f}; checkpoint {summary['checkpoint']}")

@@ -17,7 +17,7 @@ from helpers.models import TinyResNet
 from helpers.pipeline import parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["--width", "16", "--depth", "1", "--quiet", "--seed", "0"]
+SMALL = ["--width", "32", "--depth", "1", "--quiet", "--seed", "0"]
 
 
 def _env() -> dict:
@@ -40,16 +40,16 @@ def _weights(path: Path) -> dict:
 
 def test_single_process_run_writes_loadable_checkpoints(tmp_path):
     out = tmp_path / "run"
-    result = _pipeline("--num-classes", 4, "--epochs", 3, "--checkpoint-dir", out, *SMALL)
+    result = _pipeline("--num-classes", 4, "--epochs", 5, "--checkpoint-dir", out, *SMALL)
     assert "done: 4 classes, 1 process(es) on cpu" in result.stdout
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["world_size"] == 1 and metrics["epochs"] == 3
+    assert metrics["world_size"] == 1 and metrics["epochs"] == 5
     assert metrics["test_acc"] > 0.5  # 4 balanced classes: chance is 0.25
-    model = TinyResNet(4, width=16, depth=1)
+    model = TinyResNet(4, width=32, depth=1)
     report = load_weights(model, out / "best.pt")
     assert not report.missing_keys and not report.unexpected_keys
     ckpt = torch.load(out / "last.pt", weights_only=True)
-    assert ckpt["epoch"] == 2 and ckpt["class_names"] == ["0", "1", "2", "3"]
+    assert ckpt["epoch"] == 4 and ckpt["class_names"] == ["0", "1", "2", "3"]
 
 
 @pytest.mark.slow
@@ -66,7 +66,7 @@ def test_torchrun_two_cpu_processes_saves_unprefixed_weights_from_rank_0(tmp_pat
     weights = _weights(out / "last.pt")
     assert not any(k.startswith("module.") for k in weights)
     assert json.loads((out / "metrics.json").read_text())["world_size"] == 2
-    model = TinyResNet(3, width=16, depth=1)
+    model = TinyResNet(3, width=32, depth=1)
     load_weights(model, out / "last.pt")
 
 
