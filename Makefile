@@ -58,8 +58,11 @@ test: $(DEV_STAMP)
 test-fast: $(DEV_STAMP)
 	COURSE_DEVICE=cpu $(PY) -m pytest tests -m "not slow and not browser" $(PYTEST_ARGS)
 
+# On a CUDA machine: every unit test (the `cuda` ones run instead of skipping) and every notebook
+# cell on the GPU; outputs are not compared (they differ from the CPU's), but each cell must run.
 test-gpu: $(DEV_STAMP)
-	COURSE_DEVICE=cuda MPLBACKEND=Agg $(PY) -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=600 \
+	$(PY) -c "import sys, torch; torch.cuda.is_available() or sys.exit('make test-gpu needs a CUDA GPU: torch ' + torch.__version__ + ' sees none (a CPU-only build, or no driver)')"
+	COURSE_DEVICE=cuda COURSE_NUM_CLASSES= MPLBACKEND=Agg $(PY) -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=600 \
 		tests notebooks -m "not browser" $(PYTEST_ARGS)
 
 notebooks: $(DEV_STAMP)
