@@ -35,7 +35,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(LAB_STAMP): | $(PY)
-	set -o pipefail; $(PIP) install -r requirements.txt $(QUIET_PIP)
+	$(PIP) install -r requirements.txt $(QUIET_PIP)
 	$(PIP) install --no-deps -e . $(QUIET_PIP)
 	$(PY) -c "import torch, torchvision, ipywidgets, helpers; print('installed: torch', torch.__version__)"
 	rm -f $(VENV)/.installed-lab-*; touch $@
