@@ -1,0 +1,222 @@
+"""Deployment: ship weights with what is needed to use them; load and predict in a fresh process.
+
+>>> save_for_deployment(model, "runs/deploy/digits.safetensors", class_names=data.class_names)
+(PosixPath('runs/deploy/digits.safetensors'), PosixPath('runs/deploy/digits.json'))
+
+Then, in another process that knows nothing of the training code's variables::
+
+    python -m helpers.deploy --checkpoint runs/deploy/digits.safetensors
+
+Weights alone do not say how to use them: the model must be rebuilt in code (the container) before
+the weights (the contents) go in, and a prediction is an index until it is mapped to a class name.
+So a weights file travels with a small JSON sidecar (same name, ``.json``) holding the class names
+and the ``TinyResNet`` arguments. A training checkpoint that carries ``class_names`` and ``config``
+among its extras (``helpers.pipeline`` writes those) needs no sidecar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from helpers.checkpoint import CheckpointError, PathLike, _read, load_weights, save_weights, unwrap_model
+from helpers.models import TinyResNet
+from helpers.plots import predict
+
+# TinyResNet's constructor arguments, as a sidecar or a checkpoint's config stores them.
+ARCH_KEYS = ("num_classes", "in_channels", "width", "depth", "dropout")
+
+
+@dataclass(frozen=True)
+class DeployInfo:
+    """What a weights file needs besides its tensors: the architecture and the class names."""
+
+    config: dict[str, Any]
+    class_names: list[str]
+    source: str  # where the two came from: the sidecar's name or "checkpoint extras"
+
+
+def tiny_resnet_config(model: nn.Module) -> dict[str, Any]:
+    """The ``TinyResNet`` arguments that rebuild ``model``, read from its layers (not typed in).
+
+    >>> tiny_resnet_config(TinyResNet(5, width=32, depth=1))
+    {'num_classes': 5, 'in_channels': 1, 'width': 32, 'depth': 1, 'dropout': 0.0}
+    """
+    model = unwrap_model(model)
+    if not isinstance(model, TinyResNet):
+        raise TypeError(f"expected a TinyResNet, got {type(model).__name__}; deploy that "
+                        f"model's weights together with the code that builds it")
+    return {"num_classes": model.fc.out_features, "in_channels": model.stem[0].in_channels,
+            "width": model.fc.in_features, "depth": len(model.blocks),
+            "dropout": float(model.dropout.p)}
+
+
+def sidecar_path(path: PathLike) -> Path:
+    """The JSON file that goes with a weights file: the same name with ``.json``.
+
+    >>> sidecar_path("runs/deploy/digits.safetensors").as_posix()
+    'runs/deploy/digits.json'
+    """
+    return Path(path).with_suffix(".json")
+
+
+def save_for_deployment(model: nn.Module, path: PathLike, *,
+                        class_names: Sequence[str]) -> tuple[Path, Path]:
+    """Write the weights only (``save_weights``) and a JSON sidecar with config and class names.
+
+    ``path`` ending in ``.safetensors`` gives a file that holds tensors and nothing else; ``.pt``
+    a ``torch.save`` state_dict. Both files are written atomically. Returns both paths.
+
+    >>> save_for_deployment(net, "runs/d/net.safetensors", class_names=["0", "1"])[1].name
+    'net.json'
+    """
+    config = tiny_resnet_config(model)
+    names = [str(name) for name in class_names]
+    if len(names) != config["num_classes"]:
+        raise ValueError(f"the model has {config['num_classes']} outputs but {len(names)} class "
+                         f"names were given; pass one name per output")
+    weights = save_weights(model, path)
+    sidecar = sidecar_path(weights)
+    tmp = sidecar.with_name(f".{sidecar.name}.tmp")
+    tmp.write_text(json.dumps({"class_names": names, "config": config}, indent=2) + "\n")
+    tmp.replace(sidecar)
+    return weights, sidecar
+
+
+def _arch(config: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: config[key] for key in ARCH_KEYS if key in config}
+
+
+def read_deploy_info(path: PathLike) -> DeployInfo | None:
+    """Config and class names for a weights file: from its sidecar, else the checkpoint's extras.
+
+    Returns None when neither has them (a bare state_dict without a sidecar).
+
+    >>> read_deploy_info("runs/deploy/digits.safetensors").class_names[:3]
+    ['0', '1', '2']
+    """
+    path = Path(path)
+    sidecar = sidecar_path(path)
+    if sidecar.is_file():
+        try:
+            meta = json.loads(sidecar.read_text())
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(sidecar, f"not valid JSON ({exc})",
+                                  "Write it again with save_for_deployment.") from None
+        if not isinstance(meta, dict) or "class_names" not in meta or "config" not in meta:
+            raise CheckpointError(sidecar, "it has no class_names and config",
+                                  "Write it again with save_for_deployment.")
+        return DeployInfo(_arch(meta["config"]), list(meta["class_names"]), sidecar.name)
+    obj = _read(path)
+    if isinstance(obj, Mapping) and "class_names" in obj:
+        config = obj.get("config") if isinstance(obj.get("config"), Mapping) else {}
+        return DeployInfo(_arch(config), list(obj["class_names"]), "checkpoint extras")
+    return None
+
+
+def load_for_inference(path: PathLike, *, device: torch.device | str = "cpu",
+                       **overrides: Any) -> tuple[nn.Module, list[str]]:
+    """Rebuild the ``TinyResNet``, load the weights (read onto the CPU), move it, switch to eval.
+
+    ``overrides`` (``num_classes``, ``width``, ``depth``, ...) replace or supply the config; class
+    names default to ``"0"``, ``"1"``, ... when no metadata is found.
+
+    >>> model, names = load_for_inference("runs/deploy/digits.safetensors")
+    >>> model.training, names[:2]
+    (False, ['0', '1'])
+    """
+    info = read_deploy_info(path)
+    config = {**(info.config if info else {}), **{k: v for k, v in overrides.items() if v is not None}}
+    if "num_classes" not in config:
+        raise CheckpointError(path, "the class count is unknown: there is no sidecar "
+                                    f"{sidecar_path(path).name} and no config in the file",
+                              "Pass --num-classes (and --width/--depth as trained), or save with "
+                              "helpers.deploy.save_for_deployment.")
+    model = TinyResNet(**config)
+    load_weights(model, path, map_location="cpu")  # strict: every key must fit
+    names = info.class_names if info else [str(i) for i in range(config["num_classes"])]
+    if len(names) != config["num_classes"]:
+        raise CheckpointError(path, f"{len(names)} class names for a {config['num_classes']}-class "
+                                    f"model", "Save the weights and the names together again.")
+    return model.to(device).eval(), names
+
+
+def predict_names(model: nn.Module, X: torch.Tensor, class_names: Sequence[str]) -> list[str]:
+    """Class names for a batch: eval mode, no autograd (``helpers.plots.predict``), then a lookup.
+
+    >>> predict_names(model, data.test.X[:3], data.class_names)
+    ['0', '7', '3']
+    """
+    return [class_names[int(i)] for i in predict(model, X).cpu()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers.deploy",
+        description="Load deployed TinyResNet weights in a fresh process and predict the test "
+                    "split of the bundled digits.")
+    parser.add_argument("--checkpoint", type=Path, required=True,
+                        help="weights (.safetensors/.pt, with a .json sidecar) or a training checkpoint")
+    parser.add_argument("--num-classes", type=int, help="class count (default: from the metadata)")
+    parser.add_argument("--width", type=int, help="TinyResNet width (default: from the metadata)")
+    parser.add_argument("--depth", type=int, help="TinyResNet blocks (default: from the metadata)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default cpu)")
+    parser.add_argument("--show", type=int, default=8, help="predictions to print (default 8)")
+    parser.add_argument("--predictions", type=Path,
+                        help="also write every test prediction (class indices) to this JSON file")
+    parser.add_argument("--min-accuracy", type=float, default=0.0,
+                        help="exit with status 1 when the test accuracy is lower (default 0)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line: load, predict the test split, print accuracy and a few predictions."""
+    from helpers.data import load_digits
+    from helpers.settings import SettingsError, parse_device
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        device = parse_device(args.device, source="--device")
+        model, names = load_for_inference(args.checkpoint, device=device,
+                                          num_classes=args.num_classes, width=args.width,
+                                          depth=args.depth)
+    except (SettingsError, CheckpointError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    config = tiny_resnet_config(model)
+    test = load_digits(config["num_classes"], device=device).test
+    predicted = predict(model, test.X)
+    accuracy = float((predicted == test.y).float().mean())
+    shown = max(0, min(args.show, len(test.y)))
+    print(f"loaded {args.checkpoint.name}: TinyResNet, {config['num_classes']} classes, width "
+          f"{config['width']}, depth {config['depth']}; eval mode: {not model.training}")
+    print(f"test accuracy {accuracy:.2f} on {len(test.y)} images")
+    if shown:
+        print(f"first {shown} predicted: {' '.join(names[int(i)] for i in predicted[:shown])}")
+        print(f"first {shown} true:      {' '.join(names[int(i)] for i in test.y[:shown])}")
+    if args.predictions is not None:
+        args.predictions.parent.mkdir(parents=True, exist_ok=True)
+        args.predictions.write_text(json.dumps({"class_names": names, "accuracy": accuracy,
+                                                "predicted": predicted.tolist()}) + "\n")
+    if accuracy < args.min_accuracy:
+        print(f"error: test accuracy {accuracy:.2f} is below --min-accuracy {args.min_accuracy}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+__all__ = ["DeployInfo", "load_for_inference", "predict_names", "read_deploy_info",
+           "save_for_deployment", "sidecar_path", "tiny_resnet_config"]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
