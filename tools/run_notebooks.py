@@ -39,21 +39,22 @@ def run(path: Path, timeout: int = 600) -> float:
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
-            # nbval reads the comment; nbclient needs the tag to let the cell fail on purpose.
+            # The comment tells the reader (and nbval); the tag tells nbclient, JupyterLab's
+            # "run all" and the browser test that this cell fails on purpose. Keep both in step.
+            tags = cell.metadata.get("tags", [])
             if "NBVAL_RAISES_EXCEPTION" in cell.source:
-                tags = cell.metadata.setdefault("tags", [])
                 if "raises-exception" not in tags:
-                    tags.append("raises-exception")
-                    raising.append(cell)
+                    cell.metadata["tags"] = [*tags, "raises-exception"]
+                raising.append(cell)
+            elif "raises-exception" in tags:
+                raise RuntimeError(f"{path}: a cell is tagged raises-exception but lacks the "
+                                   f"# NBVAL_RAISES_EXCEPTION comment:\n{cell.source}")
     start = time.perf_counter()
     client = NotebookClient(nb, timeout=timeout, kernel_name=KERNEL, allow_errors=False,
                             resources={"metadata": {"path": str(path.parent)}},
                             store_widget_state=False)
     client.execute()
     for cell in raising:
-        cell.metadata["tags"].remove("raises-exception")
-        if not cell.metadata["tags"]:
-            del cell.metadata["tags"]
         if not any(out.output_type == "error" for out in cell.outputs):
             raise RuntimeError(f"{path}: a cell marked NBVAL_RAISES_EXCEPTION did not raise:\n"
                                f"{cell.source}")
