@@ -1,0 +1,302 @@
+"""Chapter 4 exercise checkers: a right answer passes, each typical wrong answer is explained."""
+
+import copy
+import random
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from helpers.checkpoint import load_checkpoint
+from helpers.exercises import ExerciseError
+from helpers.exercises.ch4 import (
+    check_extended_model,
+    check_predict_function,
+    check_resume_training,
+    check_torchrun_command,
+)
+from helpers.models import TinyResNet
+from helpers.training import History, fit
+
+
+def _old(num_classes=3, seed=0):
+    torch.manual_seed(seed)
+    model = TinyResNet(num_classes, width=8, depth=1)
+    with torch.no_grad():  # "trained": BatchNorm statistics away from their defaults
+        for name, tensor in model.state_dict().items():
+            if "running" in name:
+                tensor.uniform_(0.5, 1.5)
+    return model
+
+
+def _x(n=8):
+    return torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+
+
+def _extend(old, num_classes, *, copy_rows=True, load_backbone=True, width=8):
+    torch.manual_seed(5)
+    new = TinyResNet(num_classes, width=width, depth=1)
+    if load_backbone:
+        state = {k: v for k, v in old.state_dict().items() if not k.startswith("fc.")}
+        new.load_state_dict(state, strict=False)
+    if copy_rows:
+        with torch.no_grad():
+            new.fc.weight[:old.fc.out_features] = old.fc.weight
+            new.fc.bias[:old.fc.out_features] = old.fc.bias
+    return new
+
+
+# Exercise 1: extend a trained model to more classes ---------------------------------------------
+
+@pytest.mark.parametrize("old_classes, new_classes", [(3, 6), (2, 2)])
+def test_extended_right_answer(capsys, old_classes, new_classes):
+    old = _old(old_classes)
+    assert check_extended_model(_extend(old, new_classes), old, num_classes=new_classes, example=_x())
+    out = capsys.readouterr().out
+    assert out.startswith(f"[OK] head {old_classes} -> {new_classes} outputs; ")
+    assert f"scores of the {old_classes} known digits unchanged" in out
+
+
+def test_extended_wrong_class_count():
+    old = _old(3)
+    with pytest.raises(ExerciseError, match="your head outputs 3 classes; the widget asks for 6"):
+        check_extended_model(copy.deepcopy(old), old, num_classes=6, example=_x())
+
+
+def test_extended_fresh_backbone_is_named():
+    old = _old(3)
+    with pytest.raises(ExerciseError, match=r"backbone tensors differ from the trained model's "
+                                            r"\(e.g. stem.0.weight\): the backbone was not loaded"):
+        check_extended_model(_extend(old, 6, load_backbone=False), old, num_classes=6, example=_x())
+
+
+def test_extended_fresh_head_rows_are_explained():
+    old = _old(3)
+    with pytest.raises(ExerciseError, match=r"the first 3 rows of your head differ from the trained "
+                                            r"head.*extended.fc.weight\[:3\] = old_model.fc.weight"):
+        check_extended_model(_extend(old, 6, copy_rows=False), old, num_classes=6, example=_x())
+
+
+def test_extended_other_width_is_explained():
+    old = _old(3)
+    with pytest.raises(ExerciseError, match="your head takes 16 features, the trained backbone "
+                                            "delivers 8"):
+        check_extended_model(TinyResNet(6, width=16, depth=1), old, num_classes=6, example=_x())
+
+
+def test_extended_other_architecture_is_explained():
+    old = _old(3)
+    other = nn.Module()
+    other.fc = nn.Linear(8, 6)
+    with pytest.raises(ExerciseError, match="your model has no 'stem.0.weight'"):
+        check_extended_model(other, old, num_classes=6, example=_x())
+    with pytest.raises(ExerciseError, match="extended.fc is missing"):
+        check_extended_model(nn.Sequential(), old, num_classes=6, example=_x())
+
+
+# Exercise 2: a predict function for deployment --------------------------------------------------
+
+NAMES = ["zero", "one", "two", "three"]
+
+
+def _model():
+    model = _old(4)
+    model.dropout.p = 0.5
+    return model
+
+
+def predict_digits(model, X, class_names):
+    model.eval()
+    with torch.inference_mode():
+        return [class_names[i] for i in model(X).argmax(1).tolist()]
+
+
+def test_predict_right_answers(capsys):
+    model = _model().train()
+    assert check_predict_function(predict_digits, model, _x(16), NAMES)
+    out = capsys.readouterr().out
+    assert out == "[OK] 16 names, all correct; eval mode, inference_mode; model left in eval mode\n"
+    assert model.training  # the checker restores the mode it found
+
+    def with_no_grad_restoring(model, X, class_names):
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            idx = model(X).argmax(1)
+        model.train(was)
+        return [class_names[int(i)] for i in idx]
+
+    assert check_predict_function(with_no_grad_restoring, _model(), _x(16), NAMES)
+    assert capsys.readouterr().out.endswith("eval mode, no_grad; model training mode restored\n")
+
+
+def test_predict_without_eval_is_explained():
+    def no_eval(model, X, class_names):
+        with torch.inference_mode():
+            return [class_names[i] for i in model(X).argmax(1).tolist()]
+
+    with pytest.raises(ExerciseError, match="was in training mode while it predicted.*model.eval()"):
+        check_predict_function(no_eval, _model(), _x(16), NAMES)
+
+
+def test_predict_with_autograd_is_explained():
+    def with_grad(model, X, class_names):
+        model.eval()
+        return [class_names[i] for i in model(X).argmax(1).tolist()]
+
+    with pytest.raises(ExerciseError, match="autograd was recording.*torch.inference_mode()"):
+        check_predict_function(with_grad, _model(), _x(16), NAMES)
+
+
+def test_predict_indices_instead_of_names():
+    def indices(model, X, class_names):
+        model.eval()
+        with torch.inference_mode():
+            return model(X).argmax(1).tolist()
+
+    with pytest.raises(ExerciseError, match="returned int values .*not names"):
+        check_predict_function(indices, _model(), _x(16), NAMES)
+
+    def tensor(model, X, class_names):
+        model.eval()
+        with torch.inference_mode():
+            return model(X).argmax(1)
+
+    with pytest.raises(ExerciseError, match=r"returned a tensor of shape \(16,\); return the class"):
+        check_predict_function(tensor, _model(), _x(16), NAMES)
+
+
+def test_predict_wrong_names_and_no_model_call():
+    def softmax_over_the_batch(model, X, class_names):
+        model.eval()
+        with torch.inference_mode():
+            probabilities = model(X).softmax(0) * torch.linspace(1, 100, len(X)).unsqueeze(1)
+        return [class_names[i] for i in probabilities.argmax(1).tolist()]
+
+    with pytest.raises(ExerciseError, match=r"of 16 names are wrong.*\(dim=1\)"):
+        check_predict_function(softmax_over_the_batch, _model(), _x(16), NAMES)
+    with pytest.raises(ExerciseError, match="never called the model"):
+        check_predict_function(lambda m, X, names: [names[0]] * len(X), _model(), _x(16), NAMES)
+    with pytest.raises(ExerciseError, match="failed with ZeroDivisionError"):
+        check_predict_function(lambda m, X, names: 1 / 0, _model(), _x(16), NAMES)
+
+
+# Exercise 3: resume a run to the requested epoch count -------------------------------------------
+
+def resume_training(path, model, optimizer, scheduler, data, epochs):
+    state = load_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler)
+    return fit(model, data, optimizer, epochs=epochs, scheduler=scheduler, batch_size=32,
+               start_epoch=state["start_epoch"], history=History.from_dict(state["history"]),
+               progress=False)
+
+
+def test_resume_right_answer(capsys):
+    assert check_resume_training(resume_training)
+    assert capsys.readouterr().out == ("[OK] resumed at epoch 2, trained to 4; weights and history "
+                                       "equal the uninterrupted run's\n")
+
+
+def test_resume_without_history():
+    def no_history(path, model, optimizer, scheduler, data, epochs):
+        state = load_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler)
+        return fit(model, data, optimizer, epochs=epochs, scheduler=scheduler, batch_size=32,
+                   start_epoch=state["start_epoch"], progress=False)
+
+    with pytest.raises(ExerciseError, match=r"starts at epoch 2.*History.from_dict"):
+        check_resume_training(no_history)
+
+
+def test_resume_repeating_the_saved_epoch():
+    def repeats(path, model, optimizer, scheduler, data, epochs):
+        state = load_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler)
+        return fit(model, data, optimizer, epochs=epochs, scheduler=scheduler, batch_size=32,
+                   start_epoch=state["epoch"], history=History.from_dict(state["history"]),
+                   progress=False)
+
+    with pytest.raises(ExerciseError, match=r"Tried to step 5 times.*ran out of steps.*"
+                                            r"start_epoch=state\['start_epoch'\]"):
+        check_resume_training(repeats)
+
+
+def test_resume_without_scheduler():
+    def no_scheduler(path, model, optimizer, scheduler, data, epochs):
+        state = load_checkpoint(path, model=model, optimizer=optimizer)
+        return fit(model, data, optimizer, epochs=epochs, scheduler=scheduler, batch_size=32,
+                   start_epoch=state["start_epoch"], history=History.from_dict(state["history"]),
+                   progress=False)
+
+    with pytest.raises(ExerciseError, match="scheduler counted 2 steps, expected 4"):
+        check_resume_training(no_scheduler)
+
+
+def test_resume_without_random_state():
+    def no_rng(path, model, optimizer, scheduler, data, epochs):
+        state = load_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler,
+                                restore_rng=False)
+        return fit(model, data, optimizer, epochs=epochs, scheduler=scheduler, batch_size=32,
+                   start_epoch=state["start_epoch"], history=History.from_dict(state["history"]),
+                   progress=False)
+
+    with pytest.raises(ExerciseError, match="final weights differ.*random state"):
+        check_resume_training(no_rng)
+
+
+def test_resume_returning_nothing_or_crashing():
+    with pytest.raises(ExerciseError, match="returned None"):
+        check_resume_training(lambda *args: None)
+    with pytest.raises(ExerciseError, match="failed with KeyError"):
+        check_resume_training(lambda *args: {}["model"])
+
+
+def test_resume_checker_leaves_the_global_random_state_alone():
+    torch.manual_seed(123)
+    random.seed(4)
+    np.random.seed(5)
+    expected = torch.rand(3), random.random(), np.random.rand()
+    torch.manual_seed(123)
+    random.seed(4)
+    np.random.seed(5)
+    check_resume_training(resume_training)
+    assert torch.equal(torch.rand(3), expected[0])
+    assert (random.random(), np.random.rand()) == expected[1:]
+
+
+# Exercise 4: a torchrun command line --------------------------------------------------------------
+
+GOAL = {"processes": 4, "num_classes": 5, "epochs": 5, "checkpoint_dir": "runs/ch4/ex4"}
+RIGHT = ("torchrun --standalone --nproc-per-node=4 -m helpers.pipeline --device cpu "
+         "--num-classes 5 --epochs 5 --checkpoint-dir runs/ch4/ex4")
+
+
+def test_torchrun_right_answers(capsys):
+    assert check_torchrun_command(RIGHT, **GOAL)
+    out = capsys.readouterr().out
+    assert out.startswith("[OK] torchrun starts 4 processes on this machine; each runs "
+                          "helpers.pipeline on the CPU for 5 classes, 5 epochs")
+    assert out.rstrip().endswith("rank 0 writes runs/ch4/ex4/last.pt")
+    as_list = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "4",
+               "--module", "helpers.pipeline", "--device=cpu", "--num-classes=5", "--epochs=5",
+               "--checkpoint-dir=runs/ch4/ex4/"]
+    assert check_torchrun_command(as_list, **GOAL)
+
+
+@pytest.mark.parametrize("command, message", [
+    (RIGHT.replace("--nproc-per-node=4", "--nproc-per-node=2"),
+     "--nproc-per-node is 2; the exercise asks for 4 processes"),
+    (RIGHT.replace(" --device cpu", ""), "--device is 'auto'.*pass --device cpu"),
+    (RIGHT.replace("--num-classes 5", "--num-classes 10"), "--num-classes is 10; the widget asks for 5"),
+    (RIGHT.replace("--epochs 5", "--epochs 8"), "--epochs is 8; the exercise asks for 5"),
+    (RIGHT.replace("runs/ch4/ex4", "runs/other"), "--checkpoint-dir is runs/other"),
+    (RIGHT.replace("-m helpers.pipeline", "helpers/pipeline.py"),
+     "torchrun would run 'helpers/pipeline.py' as a script file; run the module"),
+    (RIGHT.replace("--standalone", "--nnodes=2"), "--nnodes=2 waits for other machines"),
+    (RIGHT + " --resume", "--resume continues an earlier run"),
+    (RIGHT.replace("torchrun", "python"), "start it with torchrun"),
+    (RIGHT + " --nproc-per-node=4", "helpers.pipeline would refuse its arguments"),
+    (RIGHT.replace("--standalone", "--standalone --bogus"), "torchrun would refuse these arguments"),
+])
+def test_torchrun_wrong_answers(command, message):
+    with pytest.raises(ExerciseError, match=message):
+        check_torchrun_command(command, **GOAL)
