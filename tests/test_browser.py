@@ -10,7 +10,7 @@ checks that the model output size on the page follows. One screenshot per notebo
 
 Needs Debian's Chromium at /usr/bin/chromium (``apt-get install chromium``; playwright's own
 browser download is not used). Without it the tests skip, unless ``COURSE_REQUIRE_BROWSER=1``
-(set by ``.ci/run``) turns the skip into a failure.
+(set by ``.ci/run``) turns the skip into a failure. ``COURSE_CHROMIUM`` points elsewhere.
 """
 
 from __future__ import annotations
