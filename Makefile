@@ -51,8 +51,12 @@ venv-dev: $(DEV_STAMP)
 lab: $(LAB_STAMP)
 	$(VENV)/bin/jupyter lab notebooks/ $(ALLOW_ROOT) $(LAB_ARGS)
 
+# Committed outputs come from one torch thread: float sums depend on the thread count, and one
+# thread also keeps the tiny models fast on a busy machine. `make test` compares under the same.
+NB_ENV := COURSE_DEVICE=cpu COURSE_NUM_CLASSES= OMP_NUM_THREADS=1
+
 test: $(DEV_STAMP)
-	COURSE_DEVICE=cpu COURSE_NUM_CLASSES= MPLBACKEND=Agg $(PY) -m pytest $(NBVAL) tests notebooks $(PYTEST_ARGS)
+	$(NB_ENV) MPLBACKEND=Agg $(PY) -m pytest $(NBVAL) tests notebooks $(PYTEST_ARGS)
 
 # Helpers' tests only, no notebooks: the quick loop while editing helpers/.
 test-fast: $(DEV_STAMP)
@@ -66,7 +70,7 @@ test-gpu: $(DEV_STAMP)
 		tests notebooks -m "not browser" $(PYTEST_ARGS)
 
 notebooks: $(DEV_STAMP)
-	COURSE_DEVICE=cpu COURSE_NUM_CLASSES= MPLBACKEND=module://matplotlib_inline.backend_inline \
+	$(NB_ENV) MPLBACKEND=module://matplotlib_inline.backend_inline \
 		$(PY) -m tools.run_notebooks notebooks/*.ipynb
 
 # Colab badges and Setup cells get pyproject.toml's [project.urls] Repository and [tool.course]
