@@ -52,28 +52,38 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> floa
 FLOOR_SOURCE = "import torch\nimport torchvision\nimport helpers.checkpoint\nimport helpers.training\n"
 
 
-def _nbval_seconds(paths: list[Path], env: dict) -> float:
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval",
-           "--nbval-current-env", "--nbval-sanitize-with", str(ROOT / "notebooks" / "sanitize.cfg"),
-           "--rootdir", str(ROOT), *map(str, paths)]
-    start = time.perf_counter()
-    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        raise RuntimeError(f"nbval failed on {paths}:\n{result.stdout[-3000:]}")
-    return seconds
+def _nbval_seconds(paths: list[Path], env: dict) -> tuple[float, dict[str, float]]:
+    """Wall time of one pytest --nbval run over ``paths``, and the seconds per notebook
+    (kernel start included: the junit time of a notebook's first cell holds it)."""
+    import xml.etree.ElementTree as ET
+
+    with tempfile.TemporaryDirectory() as tmp:
+        junit = Path(tmp) / "junit.xml"
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval",
+               "--nbval-current-env", "--nbval-sanitize-with", str(ROOT / "notebooks" / "sanitize.cfg"),
+               "--rootdir", str(ROOT), f"--junitxml={junit}", *map(str, paths)]
+        start = time.perf_counter()
+        result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        if result.returncode != 0:
+            raise RuntimeError(f"nbval failed on {paths}:\n{result.stdout[-3000:]}")
+        per: dict[str, float] = {}
+        for case in ET.parse(junit).iter("testcase"):
+            name = Path(case.get("file") or case.get("classname", "").replace(".", "/")).name
+            name = next((p.name for p in paths if p.stem in (case.get("classname") or "")), name)
+            per[name] = per.get(name, 0.0) + float(case.get("time", 0))
+    return seconds, per
 
 
 def bench_course(repeats: int, quick: bool) -> dict:
     import nbformat
 
-    env = dict(os.environ, COURSE_DEVICE="cpu", COURSE_NUM_CLASSES="", MPLBACKEND="Agg")
+    env = dict(os.environ, COURSE_DEVICE="cpu", COURSE_NUM_CLASSES="", MPLBACKEND="Agg",
+               OMP_NUM_THREADS="1")  # as `make test` runs them
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
     if quick:
         notebooks = notebooks[:1]
-    per_notebook = {nb.name: statistics.median(_nbval_seconds([nb], env) for _ in range(repeats))
-                    for nb in notebooks}
     with tempfile.TemporaryDirectory() as tmp:
         floor_nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(FLOOR_SOURCE)])
         floor_nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
@@ -83,8 +93,11 @@ def bench_course(repeats: int, quick: bool) -> dict:
             path = Path(tmp) / f"floor_{i}.ipynb"
             nbformat.write(floor_nb, path)
             floors.append(path)
-        course = statistics.median(_nbval_seconds(notebooks, env) for _ in range(repeats))
-        floor = statistics.median(_nbval_seconds(floors, env) for _ in range(repeats))
+        course_runs = [_nbval_seconds(notebooks, env) for _ in range(repeats)]
+        floor = statistics.median(_nbval_seconds(floors, env)[0] for _ in range(repeats))
+    course = statistics.median(seconds for seconds, _ in course_runs)
+    per_notebook = {nb.name: statistics.median(per.get(nb.name, float("nan")) for _, per in course_runs)
+                    for nb in notebooks}
     return {"per_notebook_seconds": per_notebook, "course_seconds": course,
             "floor_seconds": floor, "course_over_floor": course / floor,
             "notebooks": len(notebooks)}
