@@ -253,3 +253,11 @@ def test_ready_for_inference_loaded_on_cuda_but_model_left_on_cpu(tmp_path):
     with pytest.raises(ExerciseError, match="some weights sit on cpu, not on cuda"):
         check_ready_for_inference(model, tmp_path / "w.pt", "cuda")
     assert check_ready_for_inference(model.to("cuda"), tmp_path / "w.pt", "cuda")
+
+
+def test_resume_checker_leaves_the_global_random_state_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    check_resume(_resume_by_hand)
+    assert torch.equal(torch.rand(3), expected)

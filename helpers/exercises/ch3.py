@@ -253,6 +253,11 @@ def check_resume(resume_fn: Callable[..., Any]) -> bool:
     >>> check_resume(resume)
     [OK] start_epoch 2; model, optimizer and scheduler restored; epochs 2-3 match ...
     """
+    with torch.random.fork_rng(devices=[]):  # leave the notebook's random state as it was
+        return _check_resume(resume_fn)
+
+
+def _check_resume(resume_fn: Callable[..., Any]) -> bool:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "last.pt"
         model, optimizer, scheduler = _resume_parts(seed=0)
