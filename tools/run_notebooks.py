@@ -10,6 +10,7 @@ does).
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -18,6 +19,15 @@ import nbformat
 from nbclient import NotebookClient
 
 KERNEL = "python3"
+REPO = Path(__file__).resolve().parents[1]
+# Tracebacks name files by absolute path; a committed notebook shows them relative instead.
+_SITE_PACKAGES = re.compile(r"/[^\s'\"]*?/site-packages/")
+
+
+def relative_paths(text: str) -> str:
+    """``/home/me/course/.venv/lib/python3.11/site-packages/torch/x.py`` -> ``site-packages/torch/x.py``
+    and ``/home/me/course/helpers/x.py`` -> ``helpers/x.py``."""
+    return _SITE_PACKAGES.sub("site-packages/", text).replace(f"{REPO}/", "")
 
 
 def clean(nb: nbformat.NotebookNode) -> None:
@@ -31,6 +41,8 @@ def clean(nb: nbformat.NotebookNode) -> None:
         if cell.cell_type == "code":
             for out in cell.get("outputs", []):
                 out.get("metadata", {}).pop("execution", None)
+                if out.output_type == "error":
+                    out.traceback = [relative_paths(line) for line in out.traceback]
 
 
 def run(path: Path, timeout: int = 600) -> float:
