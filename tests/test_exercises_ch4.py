@@ -187,7 +187,7 @@ def test_predict_wrong_names_and_no_model_call():
 
 def resume_training(path, model, optimizer, scheduler, data, epochs):
     state = load_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler)
-    return fit(model, data, optimizer, epochs=epochs, scheduler=scheduler, batch_size=32,
+    return fit(model, data, optimizer, epochs=epochs, scheduler=scheduler,
                start_epoch=state["start_epoch"], history=History.from_dict(state["history"]),
                progress=False)
 
@@ -201,7 +201,7 @@ def test_resume_right_answer(capsys):
 def test_resume_without_history():
     def no_history(path, model, optimizer, scheduler, data, epochs):
         state = load_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler)
-        return fit(model, data, optimizer, epochs=epochs, scheduler=scheduler, batch_size=32,
+        return fit(model, data, optimizer, epochs=epochs, scheduler=scheduler,
                    start_epoch=state["start_epoch"], progress=False)
 
     with pytest.raises(ExerciseError, match=r"starts at epoch 2.*History.from_dict"):
@@ -211,7 +211,7 @@ def test_resume_without_history():
 def test_resume_repeating_the_saved_epoch():
     def repeats(path, model, optimizer, scheduler, data, epochs):
         state = load_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler)
-        return fit(model, data, optimizer, epochs=epochs, scheduler=scheduler, batch_size=32,
+        return fit(model, data, optimizer, epochs=epochs, scheduler=scheduler,
                    start_epoch=state["epoch"], history=History.from_dict(state["history"]),
                    progress=False)
 
@@ -223,7 +223,7 @@ def test_resume_repeating_the_saved_epoch():
 def test_resume_without_scheduler():
     def no_scheduler(path, model, optimizer, scheduler, data, epochs):
         state = load_checkpoint(path, model=model, optimizer=optimizer)
-        return fit(model, data, optimizer, epochs=epochs, scheduler=scheduler, batch_size=32,
+        return fit(model, data, optimizer, epochs=epochs, scheduler=scheduler,
                    start_epoch=state["start_epoch"], history=History.from_dict(state["history"]),
                    progress=False)
 
@@ -235,7 +235,7 @@ def test_resume_without_random_state():
     def no_rng(path, model, optimizer, scheduler, data, epochs):
         state = load_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler,
                                 restore_rng=False)
-        return fit(model, data, optimizer, epochs=epochs, scheduler=scheduler, batch_size=32,
+        return fit(model, data, optimizer, epochs=epochs, scheduler=scheduler,
                    start_epoch=state["start_epoch"], history=History.from_dict(state["history"]),
                    progress=False)
 

@@ -186,8 +186,9 @@ _RESUME_EPOCHS, _SAVED_EPOCH, _RESUME_CLASSES = 4, 1, 3
 
 
 def _resume_data() -> ImageData:
+    """A small slice of the digits: 3 batches of fit's default size (64) per epoch."""
     data = load_digits(_RESUME_CLASSES)
-    return ImageData(Split(data.train.X[:96], data.train.y[:96]),
+    return ImageData(Split(data.train.X[:160], data.train.y[:160]),
                      Split(data.val.X[:48], data.val.y[:48]), data.test, data.class_names)
 
 
@@ -225,7 +226,7 @@ def check_resume_training(resume_fn: Callable[..., Any]) -> bool:
                                 epoch=epoch, history=history.to_dict())
 
         reference = fit(model, data, optimizer, epochs=_RESUME_EPOCHS, scheduler=scheduler,
-                        batch_size=32, callback=save, progress=False)
+                        callback=save, progress=False)
         reference_state = copy.deepcopy(model.state_dict())
         model, optimizer, scheduler = _resume_parts(seed=1)  # other initial weights
         torch.manual_seed(1)  # other random state: only the checkpoint's may matter
