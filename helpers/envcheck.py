@@ -94,8 +94,9 @@ def device_lines() -> list[str]:
         elif name == "mps":
             lines.append("mps: Apple GPU (Metal)")
         else:
+            threads = torch.get_num_threads()
             lines.append(f"cpu: {platform.processor() or platform.machine()}, "
-                         f"{torch.get_num_threads()} torch threads")
+                         f"{threads} torch thread{'' if threads == 1 else 's'}")
     return lines
 
 
