@@ -120,36 +120,40 @@ def bench_loop(repeats: int, quick: bool) -> dict:
         model = TinyResNet(10, depth=2)
         return model, torch.optim.AdamW(model.parameters(), lr=1e-2)
 
+    epochs = 3  # per measured run, so that per-run setup (model, optimizer, bar) is amortised
+
     def bare_epoch():
         model, opt = make()
-        model.train()
         X, y = data.train.X, data.train.y
-        order = torch.randperm(len(y))
-        for start in range(0, len(y), batch):
-            idx = order[start:start + batch]
-            loss = F.cross_entropy(model(X[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        with torch.no_grad():  # the same validation pass fit() does
-            model.eval()
-            model(data.val.X)
+        for _ in range(epochs):
+            model.train()
+            order = torch.randperm(len(y))
+            for start in range(0, len(y), batch):
+                idx = order[start:start + batch]
+                loss = F.cross_entropy(model(X[idx]), y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            with torch.no_grad():  # the same validation pass fit() does
+                model.eval()
+                model(data.val.X)
 
     def fit_epoch(progress: bool):
         model, opt = make()
-        fit(model, data, opt, epochs=1, batch_size=batch, progress=progress,
+        fit(model, data, opt, epochs=epochs, batch_size=batch, progress=progress,
             train_loader=BatchLoader(data.train, batch, shuffle=True))
 
     n = max(repeats, 5) if not quick else 1
     bare = median_time(bare_epoch, n)
     quiet = median_time(lambda: fit_epoch(False), n)
     with open(os.devnull, "w") as devnull:  # a progress bar really drawn, to a terminal-like sink
-        stderr, sys.stderr = sys.stderr, devnull
+        stderr, stdout, sys.stderr, sys.stdout = sys.stderr, sys.stdout, devnull, devnull
         try:
             bar = median_time(lambda: fit_epoch(True), n)
         finally:
-            sys.stderr = stderr
+            sys.stderr, sys.stdout = stderr, stdout
     samples = len(data.train)
+    bare, quiet, bar = bare / epochs, quiet / epochs, bar / epochs
     return {"bare_epoch_seconds": bare, "fit_epoch_seconds_quiet": quiet,
             "fit_epoch_seconds_progress": bar, "bare_samples_per_s": samples / bare,
             "fit_over_bare_quiet": bare / quiet, "fit_over_bare_progress": bare / bar}

@@ -221,8 +221,27 @@ def _tensors_emptied(value: Any) -> Any:
     return value
 
 
+_PLAIN_LEAVES = (Tensor, nn.Parameter, int, float, str, bool, type(None))
+
+
+def _plainly_storable(value: Any) -> bool:
+    """True for tensors, numbers, strings and None nested in dicts, lists and tuples: what a
+    state_dict or a training history is made of. These always load with ``weights_only=True``,
+    so the slower round trip below is needed only for anything else."""
+    kind = type(value)
+    if kind in _PLAIN_LEAVES:
+        return True
+    if kind in (dict, OrderedDict):
+        return all(type(k) in (str, int) and _plainly_storable(v) for k, v in value.items())
+    if kind in (list, tuple):
+        return all(_plainly_storable(v) for v in value)
+    return False
+
+
 def _unsafe_reason(value: Any) -> str | None:
     """Why ``torch.load(weights_only=True)`` would refuse ``value``, or None when it would load."""
+    if _plainly_storable(value):
+        return None
     buffer = io.BytesIO()
     try:
         torch.save(_tensors_emptied(value), buffer)
