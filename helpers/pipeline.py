@@ -116,6 +116,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit(f"--resume: no checkpoint at {last}; run once without --resume first")
         state = load_checkpoint(last, model=model, optimizer=optimizer, scheduler=scheduler,
                                 map_location=device)
+        planned = state["config"]["epochs"]
+        if planned != args.epochs:
+            raise SystemExit(
+                f"--resume: {last} belongs to a run planned for {planned} epochs (its one-cycle "
+                f"learning-rate schedule ends there), but --epochs is {args.epochs}. Resume with "
+                f"--epochs {planned}; to train longer, fine-tune from its weights in a new run "
+                f"(chapter 4, section 9 shows how).")
         start_epoch, best_acc = state["start_epoch"], state["best_acc"]
         history = History.from_dict(state["history"])
         if is_main_process():

@@ -127,6 +127,14 @@ def test_bad_options_are_argparse_errors(argv, message, capsys):
     assert message in err and err.startswith("usage: python -m helpers.pipeline")
 
 
+def test_resume_with_another_epoch_count_says_what_to_do(tmp_path):
+    _pipeline("--num-classes", 2, "--epochs", 1, "--checkpoint-dir", tmp_path, *SMALL)
+    result = _pipeline("--num-classes", 2, "--epochs", 3, "--checkpoint-dir", tmp_path, "--resume",
+                       *SMALL, check=False)
+    assert result.returncode != 0
+    assert "planned for 1 epochs" in result.stderr and "Resume with --epochs 1" in result.stderr
+
+
 def test_resume_without_a_checkpoint_says_what_to_do(tmp_path):
     result = _pipeline("--checkpoint-dir", tmp_path / "none", "--resume", *SMALL, check=False)
     assert result.returncode != 0
