@@ -782,6 +782,15 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+def state_dicts_equal(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """True when both have the same keys and every tensor is bit-identical (``torch.equal``).
+
+    >>> state_dicts_equal(model.state_dict(), copy.deepcopy(model).state_dict())
+    True
+    """
+    return _same(dict(a), dict(b))
+
+
 def outputs_equal(model_a: nn.Module, model_b: nn.Module, x: Tensor) -> bool:
     """True when both models give exactly equal outputs on ``x`` (eval mode, no autograd).
 

@@ -653,3 +653,14 @@ def test_save_on_cpu_load_into_a_cuda_model(tmp_path, map_location):
     fresh = _net(seed=2).to(device)
     load_weights(fresh, weights, map_location=map_location)
     assert _state_equal(fresh.state_dict(), model.state_dict())  # kernels differ, weights do not
+
+
+def test_state_dicts_equal_is_bit_exact():
+    from helpers.checkpoint import state_dicts_equal
+
+    a = nn.Linear(3, 2).state_dict()
+    b = {k: v.clone() for k, v in a.items()}
+    assert state_dicts_equal(a, b)
+    b["bias"][0] += 1e-7
+    assert not state_dicts_equal(a, b)
+    assert not state_dicts_equal(a, {"weight": a["weight"]})
