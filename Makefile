@@ -69,9 +69,11 @@ test-gpu: $(DEV_STAMP)
 	COURSE_DEVICE=cuda COURSE_NUM_CLASSES= MPLBACKEND=Agg $(PY) -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=600 \
 		tests notebooks -m "not browser" $(PYTEST_ARGS)
 
+# `make notebooks NB=notebooks/03_saving_and_loading.ipynb` re-runs just one.
+NB ?= notebooks/*.ipynb
 notebooks: $(DEV_STAMP)
 	$(NB_ENV) MPLBACKEND=module://matplotlib_inline.backend_inline \
-		$(PY) -m tools.run_notebooks notebooks/*.ipynb
+		$(PY) -m tools.run_notebooks $(NB)
 
 # Colab badges and Setup cells get pyproject.toml's [project.urls] Repository and [tool.course]
 # colab-ref (tools/stamp_urls.py; only cell sources change, a second run changes nothing).
