@@ -10,10 +10,13 @@ environment.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 SANITIZE = ROOT / "notebooks" / "sanitize.cfg"
+# On a GPU (or MPS) the committed CPU outputs are compared with the device's name masked.
+SANITIZE_DEVICES = ROOT / "notebooks" / "sanitize-devices.cfg"
 
 # Kernels inherit the environment of the pytest process: set it before any kernel starts.
 os.environ.setdefault("COURSE_DEVICE", "cpu")
@@ -27,11 +30,22 @@ NBVAL_SKIP_COMPARE = (
 )
 
 
+def _sanitize_file() -> Path:
+    """sanitize.cfg, plus the device-name rules when the notebooks run on another device."""
+    if os.environ.get("COURSE_DEVICE", "cpu").strip().lower() == "cpu":
+        return SANITIZE
+    # nbval reads a single file: write both rule sets into one, for this run only.
+    combined = Path(tempfile.mkdtemp(prefix="course-sanitize-")) / "sanitize.cfg"
+    combined.write_text(SANITIZE.read_text(encoding="ascii") + "\n"
+                        + SANITIZE_DEVICES.read_text(encoding="ascii"), encoding="ascii")
+    return combined
+
+
 def pytest_configure(config):
     option = config.option
     if getattr(option, "nbval", False) or getattr(option, "nbval_lax", False):
         if not getattr(option, "nbval_sanitize_with", None):
-            option.nbval_sanitize_with = str(SANITIZE)
+            option.nbval_sanitize_with = str(_sanitize_file())
         if not getattr(option, "nbval_kernel_name", None):
             option.nbval_current_env = True
 

@@ -95,12 +95,13 @@ def _recipe(target: str) -> str:
 
 
 def test_make_test_gpu_runs_every_cell_and_the_cuda_tests():
-    """`make test-gpu`: COURSE_DEVICE=cuda, --nbval-lax over the notebooks, and the unit tests
-    (their `cuda` tests skip without a GPU), not the browser test; it stops early without CUDA."""
+    """`make test-gpu`: COURSE_DEVICE=cuda, strict --nbval over the notebooks (conftest.py masks
+    the device name), and the unit tests (their `cuda` tests skip without a GPU), not the browser
+    test; it stops early without CUDA."""
     recipe = _recipe("test-gpu")
     assert "torch.cuda.is_available()" in recipe
     command = next(line for line in recipe.splitlines() if "pytest" in line)
-    assert "COURSE_DEVICE=cuda" in command and "--nbval-lax" in command
+    assert "COURSE_DEVICE=cuda" in command and "--nbval " in command and "--nbval-lax" not in command
     assert re.search(r"\btests notebooks\b", command)
     markers = re.search(r'-m "([^"]*)"', command)[1]
     assert markers == "not browser", markers

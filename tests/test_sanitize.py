@@ -1,0 +1,43 @@
+"""conftest.py picks the sanitizer: sanitize.cfg on the CPU, plus device names elsewhere."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _conftest():
+    spec = importlib.util.spec_from_file_location("root_conftest", ROOT / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _sanitize(cfg: Path, text: str) -> str:
+    pairs = re.findall("^regex: (.*)$\n^replace: (.*)$", cfg.read_text(encoding="ascii"), flags=re.M)
+    for regex, replace in pairs:
+        text = re.sub(regex, replace, text)
+    return text
+
+
+CPU = "CourseSettings(num_classes=10, device='cpu') device(type='cpu') ... device=cpu, all on cpu"
+GPU = ("CourseSettings(num_classes=10, device='cuda:0') device(type='cuda', index=0) ... "
+       "device=cuda:0, all on cuda")
+
+
+def test_cpu_runs_compare_device_names(monkeypatch):
+    monkeypatch.setenv("COURSE_DEVICE", "cpu")
+    cfg = _conftest()._sanitize_file()
+    assert cfg.name == "sanitize.cfg" and cfg.parent.name == "notebooks"
+    assert _sanitize(cfg, CPU) != _sanitize(cfg, GPU)
+
+
+def test_gpu_runs_mask_device_names_and_keep_the_other_rules(monkeypatch):
+    monkeypatch.setenv("COURSE_DEVICE", "cuda")
+    cfg = _conftest()._sanitize_file()
+    assert _sanitize(cfg, CPU) == _sanitize(cfg, GPU)
+    assert _sanitize(cfg, "accuracy \u22480.97 in 3.1 s") == _sanitize(cfg, "accuracy \u22480.99 in 2 s")
+    assert _sanitize(cfg, "torch.Size([8, 10])") == "torch.Size([8, 10])"
