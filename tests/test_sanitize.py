@@ -41,3 +41,28 @@ def test_gpu_runs_mask_device_names_and_keep_the_other_rules(monkeypatch):
     assert _sanitize(cfg, CPU) == _sanitize(cfg, GPU)
     assert _sanitize(cfg, "accuracy \u22480.97 in 3.1 s") == _sanitize(cfg, "accuracy \u22480.99 in 2 s")
     assert _sanitize(cfg, "torch.Size([8, 10])") == "torch.Size([8, 10])"
+
+
+def test_a_changed_shape_digit_fails_nbval(tmp_path):
+    """Comparisons are live: one digit of a committed shape output changed makes nbval fail."""
+    import subprocess
+    import sys
+
+    import nbformat
+
+    nb = nbformat.read(ROOT / "notebooks" / "00_environment_check.ipynb", as_version=4)
+    changed = 0
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            text = out.get("data", {}).get("text/plain", "")
+            if "torch.Size([1259," in text:
+                out.data["text/plain"] = text.replace("torch.Size([1259,", "torch.Size([1258,")
+                changed += 1
+    assert changed == 1
+    path = tmp_path / "changed.ipynb"
+    nbformat.write(nb, path)
+    args = [sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env", "-p", "no:cacheprovider",
+            "--nbval-sanitize-with", str(ROOT / "notebooks" / "sanitize.cfg"), "-q", str(path)]
+    result = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1, result.stdout[-2000:]
+    assert "1 failed" in result.stdout and "1258" in result.stdout and "1259" in result.stdout
