@@ -40,7 +40,6 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
 ]
-RAISES = "NBVAL_RAISES_EXCEPTION"
 SETTINGS_CALL = "course_settings("
 NEW_CLASS_COUNT = 3  # what the test sets the slider to; any value other than the default works
 RUN_TIMEOUT_MS = 300_000  # per Run All: far above the budget, it only turns a hang into a failure
@@ -101,19 +100,6 @@ def _widget_change_params() -> list:
         return [pytest.param(None, id="no-chapter-shows-an-output-shape")]
     no_chapter = pytest.mark.skip(reason="no chapter with a settings widget yet")
     return [pytest.param(None, marks=no_chapter)]
-
-
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_cells_meant_to_fail_let_run_all_go_on(path):
-    """JupyterLab's Run All stops at the first error unless the cell has the `raises-exception`
-    tag; nbval reads the same tag. A pitfall cell without it halts the learner's Run All."""
-    untagged = [i for i, c in enumerate(_cells(path)) if c["cell_type"] == "code"
-                and RAISES in _source(c)
-                and "raises-exception" not in c["metadata"].get("tags", [])]
-    assert not untagged, (
-        f"{path.name}: cells {untagged} fail on purpose ({RAISES}) but lack the "
-        "`raises-exception` tag, so Run All in JupyterLab stops at the first of them; "
-        "add the tag to the cell metadata")
 
 
 # --- the browser ---------------------------------------------------------------------------------
@@ -341,20 +327,14 @@ class LabNotebook:
             print(f"closing {self.name}: {err}")
 
 
-def _meant_to_fail(cell: dict) -> bool:
-    return RAISES in cell["source"] or "raises-exception" in cell["tags"]
-
-
 def _check_ran_cleanly(name: str, cells: list[dict], first: int = 0) -> None:
     code = [c for c in cells if c["type"] == "code" and c["index"] >= first]
     skipped = [c["index"] for c in code if c["count"] is None]
     errors = [(c, o) for c in code for o in c["outputs"] if o["output_type"] == "error"]
     shown = [(c["index"], o.get("ename"), o.get("evalue", "")[:200]) for c, o in errors]
-    assert not skipped, (
-        f"{name}: cells {skipped} never ran; Run All stopped early. Errors on the page: {shown} "
-        "(Run All goes on past an error only in a cell tagged `raises-exception`)")
-    unexpected = [e for e, (c, _) in zip(shown, errors, strict=True) if not _meant_to_fail(c)]
-    assert not unexpected, f"{name}: cells not meant to fail show errors: {unexpected}"
+    assert not skipped, f"{name}: cells {skipped} never ran; Run All stopped early. Errors: {shown}"
+    assert not errors, (f"{name}: cells raised {shown}; a pitfall shows its error through "
+                        "helpers.errors.expect_error, never by raising")
     for c in code:
         as_text = WIDGET_AS_TEXT.search(c["text"])
         assert not as_text, (f"{name}: cell {c['index']} shows a widget as text "
