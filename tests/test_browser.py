@@ -3,10 +3,10 @@
 A JupyterLab server runs on a temporary copy of ``notebooks/`` (nothing in the repository changes)
 and headless Chromium, driven by playwright, does what a learner does in each notebook: restart the
 kernel and run all cells. The test then checks the page: every cell ran, no cell shows an error
-(pitfalls print theirs through expect_error), and the class-count and device widgets are real widgets, not their
-text fallback. In one chapter it moves the class-count slider, re-runs the cells below it and
-checks that the model output size on the page follows. One screenshot per notebook is saved under
-``tests/artifacts/screenshots/`` (git-ignored); the test prints the paths.
+(pitfalls print theirs through expect_error), and the class-count and device widgets are real
+widgets, not their text fallback. In one chapter it moves the class-count slider, re-runs the
+cells below it and checks that the model output size on the page follows. One screenshot per
+notebook is saved under ``tests/artifacts/screenshots/`` (git-ignored); the test prints the paths.
 
 Needs Debian's Chromium at /usr/bin/chromium (``apt-get install chromium``; playwright's own
 browser download is not used). Without it the tests skip, unless ``COURSE_REQUIRE_BROWSER=1``
