@@ -1,0 +1,48 @@
+"""Saving and loading weights and resumable training checkpoints, safely and atomically.
+
+>>> save_checkpoint("runs/last.pt", model=model, optimizer=optimizer, epoch=3, best_acc=0.97)
+>>> load_checkpoint("runs/last.pt", model=model, optimizer=optimizer)["start_epoch"]
+4
+
+Everything here loads with ``weights_only=True`` (no pickled code runs), strips the ``module.`` and
+``_orig_mod.`` prefixes that DataParallel, DistributedDataParallel and ``torch.compile`` add, and
+writes through a temporary file that is renamed onto the target, so a crash mid-save leaves the
+previous file intact. A crash can leave the temporary file behind (``.<name>.tmp-<pid>``); the
+next save or load in that folder removes the ones whose process no longer runs.
+
+One module per concern:
+
+- ``errors``: ``CheckpointError``, the shared constants and advice texts
+- ``prefixes``: ``strip_prefixes``, ``unwrap_model``
+- ``atomic``: atomic writes, stale temporary files, the folder lock of a training run
+- ``storable``: what may go into a file (what ``weights_only=True`` loads)
+- ``reading``: format detection and safe loading of every file kind
+- ``weights``: ``save_weights``, ``load_weights``, ``load_whole_model``
+- ``training``: ``save_checkpoint``, ``load_checkpoint`` (with RNG states)
+- ``callbacks``: ``BestAndLast``, the "last.pt every epoch, best.pt on improvement" callback
+- ``summary``: ``checkpoint_summary``, ``state_dicts_equal``, ``outputs_equal``
+"""
+
+from __future__ import annotations
+
+from helpers.checkpoint.atomic import _atomic_write, temp_path_for
+from helpers.checkpoint.errors import (
+    FORMAT,
+    RESERVED_KEYS,
+    WEIGHT_KEYS,
+    WRAPPER_PREFIXES,
+    CheckpointError,
+    IncompatibleKeys,
+    PathLike,
+)
+from helpers.checkpoint.prefixes import strip_prefixes, unwrap_model
+from helpers.checkpoint.reading import _read
+from helpers.checkpoint.summary import checkpoint_summary, outputs_equal, state_dicts_equal
+from helpers.checkpoint.training import load_checkpoint, save_checkpoint
+from helpers.checkpoint.weights import load_weights, load_whole_model, save_weights
+
+__all__ = ["FORMAT", "RESERVED_KEYS", "WEIGHT_KEYS", "WRAPPER_PREFIXES", "CheckpointError",
+           "IncompatibleKeys", "PathLike", "_atomic_write", "_read", "checkpoint_summary",
+           "load_checkpoint", "load_weights", "load_whole_model", "outputs_equal",
+           "save_checkpoint", "save_weights", "state_dicts_equal", "strip_prefixes",
+           "temp_path_for", "unwrap_model"]

@@ -1,0 +1,66 @@
+"""The error type, the shared constants and the advice texts of ``helpers.checkpoint``.
+
+>>> str(CheckpointError("w.pt", "the file is empty (0 bytes)"))
+'w.pt: the file is empty (0 bytes)'
+"""
+
+from __future__ import annotations
+
+import os
+import reprlib
+from pathlib import Path
+from typing import NamedTuple
+
+FORMAT = "helpers.checkpoint/1"
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+WEIGHT_KEYS = ("model", "model_state_dict", "state_dict")
+# Top-level keys of a checkpoint written by save_checkpoint; any other key is a user extra.
+RESERVED_KEYS = frozenset({"format", "epoch", "start_epoch", "model", "optimizer", "scheduler",
+                           "scaler", "rng"})
+
+PathLike = str | os.PathLike
+_SHORT = reprlib.Repr()  # short reprs of user values in messages and summaries
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdict = 50, 70, 4, 3
+
+DAMAGED_ADVICE = (
+    "If the file was cut off (a crash or a full disk during a plain torch.save, an interrupted "
+    "copy or download), use an earlier checkpoint or copy it again. Files written by "
+    "helpers.checkpoint are replaced atomically, so a crash while saving leaves the previous "
+    "version intact.")
+UNSAFE_ADVICE = (
+    "Loading a pickle can run arbitrary code, so torch.load with weights_only=True (the default "
+    "since torch 2.6) and these helpers refuse it; a whole model saved with torch.save(model) "
+    "looks exactly like this. If you made the file yourself or trust its source, load it on "
+    "purpose with load_whole_model(path, trusted=True) or load_weights(model, path, "
+    "trusted=True), then re-save only the weights with save_weights(model, path).")
+PLAIN_TYPES_ADVICE = (
+    "A checkpoint may hold only tensors, numbers, strings, bools, None and lists, tuples and dicts "
+    "of them (that is what torch.load(weights_only=True) accepts). Convert first: float(x) or "
+    "int(x) for NumPy numbers, x.tolist() for arrays, str(p) for paths, dataclasses.asdict(cfg) "
+    "for a config, history.to_dict() for a History.")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint or weights file cannot be written or read; says which file, why and what to do.
+
+    >>> str(CheckpointError("w.pt", "the file is empty (0 bytes)", "Save it again."))
+    'w.pt: the file is empty (0 bytes)\\nSave it again.'
+    """
+
+    def __init__(self, path: PathLike, reason: str, advice: str = "") -> None:
+        self.path, self.reason, self.advice = Path(path), reason, advice
+        super().__init__(f"{path}: {reason}" + (f"\n{advice}" if advice else ""))
+
+
+class IncompatibleKeys(NamedTuple):
+    """The ``missing_keys`` / ``unexpected_keys`` report of ``load_state_dict``."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    line = text[0] if text else ""
+    return line if len(line) <= 160 else line[:157] + "..."

@@ -1,0 +1,93 @@
+"""Wrapper prefixes (``module.``, ``_orig_mod.``) and the wrappers that add them.
+
+>>> list(strip_prefixes({"module.fc.bias": 0}))
+['fc.bias']
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from torch import nn
+from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
+
+from helpers.checkpoint.errors import WRAPPER_PREFIXES
+
+
+def _strip_key(key: str, prefixes: tuple[str, ...]) -> str:
+    while True:
+        for prefix in prefixes:
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+                break
+        else:
+            return key
+
+
+def strip_prefixes(state_dict: Mapping[str, Any],
+                   prefixes: Iterable[str] = WRAPPER_PREFIXES) -> OrderedDict[str, Any]:
+    """A new state_dict without wrapper prefixes at the start of its keys, in any order and repeat.
+
+    ``module._orig_mod.fc.weight`` becomes ``fc.weight``; ``modules.0.weight`` and ``module_x.bias``
+    are left alone because they do not start with a whole prefix. Keys without a prefix stay as they
+    are (a mixed dict is fine), the order of the keys is kept, the tensors are shared, not copied,
+    and the ``_metadata`` attribute of a ``model.state_dict()`` is carried over with stripped keys.
+    The input is not changed. Raises ``ValueError`` when two keys would become the same key.
+
+    It builds on ``torch.nn.modules.utils.consume_prefix_in_state_dict_if_present``, which strips
+    one prefix per call from every key that has it (not only when all keys do), in place, and moves
+    the renamed keys to the end; here it runs on a copy until no key has a prefix left.
+
+    >>> list(strip_prefixes({"module._orig_mod.fc.bias": 0, "modules.0.w": 1}))
+    ['fc.bias', 'modules.0.w']
+    """
+    prefixes = tuple(prefixes)
+    for prefix in prefixes:
+        if not prefix.endswith(".") or prefix == "." or any(
+                other != prefix and other.startswith(prefix) for other in prefixes):
+            raise ValueError(f"prefixes must end with '.' and none may start with another; "
+                             f"got {prefixes}")
+    renamed: dict[str, list[str]] = {}
+    for key in state_dict:
+        renamed.setdefault(_strip_key(key, prefixes), []).append(key)
+    clashes = {new: old for new, old in renamed.items() if len(old) > 1}
+    if clashes:
+        new, old = next(iter(clashes.items()))
+        raise ValueError(f"stripping {prefixes} would merge {len(old)} keys into {new!r}: {old}; "
+                         f"the state_dict mixes a wrapped and an unwrapped copy of the same tensor")
+    work: OrderedDict[str, Any] = OrderedDict(state_dict)
+    metadata = getattr(state_dict, "_metadata", None)
+    if metadata is not None:
+        work._metadata = OrderedDict(metadata)  # type: ignore[attr-defined]
+    while True:
+        meta = getattr(work, "_metadata", ())
+        found = [p for p in prefixes if any(k.startswith(p) for k in work)  # torch's own test:
+                 or any(m == p.replace(".", "") or m.startswith(p) for m in meta)]
+        if not found:
+            break
+        for prefix in found:
+            consume_prefix_in_state_dict_if_present(work, prefix)
+    result: OrderedDict[str, Any] = OrderedDict(
+        (_strip_key(key, prefixes), work[_strip_key(key, prefixes)]) for key in state_dict)
+    if metadata is not None:
+        result._metadata = work._metadata  # type: ignore[attr-defined]
+    return result
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The plain module inside DataParallel, DistributedDataParallel and ``torch.compile`` wrappers.
+
+    >>> unwrap_model(nn.DataParallel(net)) is net
+    True
+    """
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")  # only loaded once torch.compile ran
+    while True:
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        elif eval_frame is not None and isinstance(model, eval_frame.OptimizedModule):
+            model = model._orig_mod
+        else:
+            return model

@@ -1,0 +1,163 @@
+"""Reading any file the helpers accept: format detection, safe loading, clear errors.
+
+>>> _read("runs/last.pt")["epoch"]  # doctest: +SKIP
+3
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import struct
+import warnings
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from helpers.checkpoint.errors import (
+    DAMAGED_ADVICE,
+    UNSAFE_ADVICE,
+    WEIGHT_KEYS,
+    CheckpointError,
+    PathLike,
+    _first_line,
+)
+from helpers.checkpoint.prefixes import unwrap_model
+
+_LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _existing(path: PathLike) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path}: no such checkpoint file (looked in {path.resolve().parent}). Check the name "
+            f"and the folder, or train and save first.")
+    if path.is_dir():
+        names = sorted(p.name for p in path.iterdir())[:8]
+        raise CheckpointError(path, "this is a folder, not a checkpoint file",
+                              f"Pick one of its files: {names}")
+    return path
+
+
+def _is_safetensors(path: Path, head: bytes) -> bool:
+    if path.suffix == ".safetensors":
+        return True
+    if len(head) < 9:
+        return False
+    (header_len,) = struct.unpack("<Q", head[:8])
+    return head[8:9] == b"{" and 8 + header_len <= path.stat().st_size
+
+
+def _safetensors_device(map_location: Any) -> str:
+    if isinstance(map_location, (str, torch.device)):
+        return str(map_location)
+    return "cpu"
+
+
+def _read_safetensors(path: Path, map_location: Any) -> dict[str, Tensor]:
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(path, device=_safetensors_device(map_location))
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(path, f"not a readable safetensors file ({_first_line(exc)})",
+                              DAMAGED_ADVICE) from None
+    # Tied tensors are stored once; the metadata maps each dropped name to the name kept (the
+    # convention of safetensors.torch.save_model, which save_weights follows).
+    for alias, kept in metadata.items():
+        if alias not in tensors and kept in tensors:
+            tensors[alias] = tensors[kept]
+    return tensors
+
+
+def _unreadable(path: Path, head: bytes, exc: BaseException) -> CheckpointError:
+    message = str(exc)
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    if found:
+        return CheckpointError(
+            path, f"it holds pickled Python objects, not only tensors (it refers to "
+                  f"{found.group(1)})", UNSAFE_ADVICE)
+    # A legacy torch.save file starts with a pickled magic number (maybe cut short here).
+    legacy_torch = _LEGACY_TORCH_MAGIC.startswith(head[:len(_LEGACY_TORCH_MAGIC)])
+    if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5 and not legacy_torch:
+        return CheckpointError(path, "it is a plain Python pickle, not a file written by "
+                                     "torch.save or safetensors", UNSAFE_ADVICE)
+    if head.lstrip()[:1] in (b"{", b"["):
+        return CheckpointError(path, "it looks like a JSON or text file, not a PyTorch file",
+                               "Pass the .pt/.pth/.safetensors file that holds the weights.")
+    if head.startswith(_ZIP_MAGIC):
+        with contextlib.suppress(zipfile.BadZipFile, OSError):
+            with zipfile.ZipFile(path) as archive:
+                if not any(name.endswith("data.pkl") for name in archive.namelist()):
+                    return CheckpointError(
+                        path, "it is a zip archive, but not one written by torch.save "
+                              "(it has no data.pkl inside)",
+                        "Pass the .pt/.pth file itself; if it is an archive of checkpoints, "
+                        "unpack it first.")
+    cause = _first_line(exc) or type(exc).__name__
+    if "Weights only load failed" in cause:
+        detail = re.search(r"Unsupported operand \d+", message)
+        cause = detail.group(0) if detail else "the pickle data is invalid"
+    return CheckpointError(path, f"the file is damaged or is not a PyTorch file "
+                                 f"({type(exc).__name__}: {cause})", DAMAGED_ADVICE)
+
+
+def _read(path: PathLike, *, map_location: Any = "cpu", trusted: bool = False,
+          mmap: bool = True) -> Any:
+    """Load any file these helpers accept; only a trusted file may run pickled code."""
+    path = _existing(path)
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        raise CheckpointError(path, "the file is empty (0 bytes)", DAMAGED_ADVICE)
+    if _is_safetensors(path, head):
+        return _read_safetensors(path, map_location)
+    if trusted:
+        try:
+            return torch.load(path, map_location=map_location, weights_only=False)
+        except Exception as exc:
+            missing_class = isinstance(exc, (AttributeError, ImportError))
+            hint = ("Pickle stores a reference to the model's class, not its code: import or "
+                    "define that class before loading." if missing_class else DAMAGED_ADVICE)
+            raise CheckpointError(path, f"cannot unpickle it ({type(exc).__name__}: "
+                                        f"{_first_line(exc)})", hint) from None
+    try:
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign pickles
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location=map_location, weights_only=True,
+                              mmap=mmap and head.startswith(_ZIP_MAGIC))
+    except Exception as exc:
+        raise _unreadable(path, head, exc) from None
+
+
+def _is_state_dict(obj: Any) -> bool:
+    """A non-empty str -> tensor mapping (``_extra_state`` entries may hold other objects)."""
+    return isinstance(obj, Mapping) and bool(obj) and all(
+        isinstance(k, str) and (isinstance(v, Tensor) or k.endswith("_extra_state"))
+        for k, v in obj.items())
+
+
+def _find_weights(obj: Any, path: Path) -> Mapping[str, Tensor]:
+    if isinstance(obj, nn.Module):  # only reached with trusted=True
+        return unwrap_model(obj).state_dict()
+    if isinstance(obj, Mapping):
+        for key in WEIGHT_KEYS:
+            if _is_state_dict(obj.get(key)):
+                return obj[key]
+        if _is_state_dict(obj):
+            return obj
+        keys = ", ".join(map(str, list(obj)[:10]))
+        raise CheckpointError(path, f"it holds a dict without weights (keys: {keys})",
+                              f"Expected a state_dict, or a checkpoint dict with the weights under "
+                              f"one of {WEIGHT_KEYS}.")
+    raise CheckpointError(path, f"it holds a {type(obj).__name__}, not weights",
+                          "Expected a state_dict or a checkpoint dict.")
