@@ -1,19 +1,27 @@
-"""Chapter 1 exercise checkers: each accepts a right answer and explains wrong ones."""
+"""Chapter 1 exercise checkers: each accepts a right answer and explains wrong ones.
+
+The strict checkers (``check_x.__wrapped__``: raise ``ExerciseError``, return True) are tested
+directly; the notebook checkers (print one ``[TODO]``/``[TRY AGAIN]``/``[OK]`` line, never raise)
+are tested on the scaffolds of the notebook, on common wrong answers and on ``solution(n)``.
+"""
 
 from collections import OrderedDict
+from pathlib import Path
+from types import SimpleNamespace
 
+import nbformat
 import pytest
 import torch
 from torch import nn
 
-from helpers.exercises import ExerciseError
-from helpers.exercises.ch1 import (
-    check_activation_net,
-    check_named_sequential,
-    check_registered_blocks,
-    check_tiny_resnet,
-)
+from helpers.exercises import ExerciseError, ch1
+from helpers.exercises.ch1 import SOLUTIONS, solution
 from helpers.models import Bottleneck, TinyResNet, count_parameters
+
+check_named_sequential = ch1.check_named_sequential.__wrapped__
+check_registered_blocks = ch1.check_registered_blocks.__wrapped__
+check_activation_net = ch1.check_activation_net.__wrapped__
+check_tiny_resnet = ch1.check_tiny_resnet.__wrapped__
 
 X3 = torch.randn(8, 3, 8, 8)  # what load_digits(..., channels=3) gives
 X1 = torch.randn(8, 1, 8, 8)
@@ -205,3 +213,101 @@ def test_tiny_resnet_explains_budget_depth_and_crashes():
     with pytest.raises(ExerciseError, match="expected a helpers.models.TinyResNet"):
         check_tiny_resnet(nn.Linear(2, 2), num_classes=10, depth=4, max_parameters=12_000,
                           batch=X1)
+
+
+# --- the notebook checkers: scaffold -> [TODO], wrong -> [TRY AGAIN], solution(n) -> [OK] ----------
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "01_model_definition.ipynb"
+SETTINGS = SimpleNamespace(num_classes=10, device="cpu")
+
+
+def _namespace():
+    """What the notebook has defined when the exercises start."""
+    return {"nn": nn, "torch": torch, "OrderedDict": OrderedDict, "settings": SETTINGS,
+            "Bottleneck": Bottleneck, "TinyResNet": TinyResNet}
+
+
+def _scaffolds():
+    """The exercise cells of the committed notebook, run as a learner first runs them."""
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    cells = [c.source for c in nb.cells if "exercise" in c.metadata.get("tags", [])]
+    namespace = _namespace()
+    for source in cells:
+        exec(compile(source, "exercise", "exec"), namespace)
+    return len(cells), namespace
+
+
+def _calls(ns):
+    """Exercise n -> (notebook checker, strict checker) called as the notebook calls them."""
+    return {
+        1: lambda check: check(ns["named_net"], num_classes=10, batch=X3),
+        2: lambda check: check(ns["FixedNet"](10), expected_blocks=3),
+        3: lambda check: check(ns["act_net"], keys=KEYS, num_classes=10, batch=X1),
+        4: lambda check: check(ns["budget_net"], num_classes=10, depth=4,
+                               max_parameters=12_000, batch=X1),
+    }
+
+
+CHECKERS = {1: ch1.check_named_sequential, 2: ch1.check_registered_blocks,
+            3: ch1.check_activation_net, 4: ch1.check_tiny_resnet}
+
+
+def test_every_scaffold_gets_one_todo_line(capsys):
+    count, namespace = _scaffolds()
+    assert count == len(SOLUTIONS) == len(CHECKERS)
+    for n, call in _calls(namespace).items():
+        assert call(CHECKERS[n]) is None
+        out = capsys.readouterr().out
+        assert out == f"[TODO] {CHECKERS[n].todo}\n", (n, out)
+
+
+@pytest.mark.parametrize("n", sorted(SOLUTIONS))
+def test_solution_passes_the_strict_checker(n, capsys):
+    namespace = _namespace()
+    exec(compile(str(solution(n)), f"solution {n}", "exec"), namespace)
+    assert _calls(namespace)[n](CHECKERS[n].__wrapped__) is True
+    assert _calls(namespace)[n](CHECKERS[n]) is None
+    assert capsys.readouterr().out.splitlines()[-1].startswith("[OK] ")
+
+
+def test_solutions_stand_alone():
+    """A solution names its own imports, so it works wherever it is pasted."""
+    for n in SOLUTIONS:
+        namespace = {"settings": SETTINGS}
+        exec(compile(str(solution(n)), f"solution {n}", "exec"), namespace)
+
+
+def _try_again(capsys, call):
+    assert call() is None
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("[TRY AGAIN] "), lines
+    return lines[0]
+
+
+def test_common_wrong_answers_keep_their_messages(capsys):
+    line = _try_again(capsys, lambda: ch1.check_named_sequential(
+        nn.Sequential(*named_sequential(10)), num_classes=10, batch=X3))
+    assert "numbers, not names" in line and "OrderedDict" in line
+    line = _try_again(capsys, lambda: ch1.check_named_sequential(
+        named_sequential(10), num_classes=5, batch=X3))
+    assert "outputs 10 classes; the widget asks for 5" in line
+    line = _try_again(capsys, lambda: ch1.check_registered_blocks(BlockNet(list),
+                                                                   expected_blocks=3))
+    assert "your blocks are in a plain Python list: parameters() does not see them" in line
+    line = _try_again(capsys, lambda: ch1.check_activation_net(
+        ActNet(ignore_name=True), keys=KEYS, num_classes=5, batch=X1))
+    assert "give identical outputs: forward ignores the name" in line
+    line = _try_again(capsys, lambda: ch1.check_tiny_resnet(
+        TinyResNet(10, width=64, depth=4), num_classes=10, depth=4, max_parameters=12_000,
+        batch=X1))
+    assert "over the budget of 12,000" in line
+
+
+def test_a_crashing_answer_is_explained_not_raised(capsys):
+    class Crashes(ActNet):
+        def forward(self, x, activation="relu"):
+            raise RuntimeError("boom")
+
+    line = _try_again(capsys, lambda: ch1.check_activation_net(
+        Crashes(), keys=KEYS, num_classes=5, batch=X1))
+    assert "failed with RuntimeError: boom" in line

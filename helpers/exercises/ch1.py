@@ -1,9 +1,13 @@
 """Checkers for chapter 1, defining models (``notebooks/01_model_definition.ipynb``).
 
+>>> check_named_sequential(None, num_classes=settings.num_classes, batch=X)
+[TODO] Build named_net: an nn.Sequential from an OrderedDict with the layers conv, relu, ...
 >>> check_named_sequential(net, num_classes=settings.num_classes, batch=X)
 [OK] conv -> relu -> pool -> flatten -> fc, output (8, 10)
 
-Each checker prints one "[OK] ..." line or raises ``ExerciseError`` that says what to change.
+Each checker prints one line, ``[TODO]``, ``[TRY AGAIN]`` or ``[OK]``, and never raises; the strict
+version (raises ``ExerciseError``, returns True) is ``check_x.__wrapped__``. ``solution(n)``
+shows the answer to exercise ``n``.
 """
 
 from __future__ import annotations
@@ -13,7 +17,15 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from helpers.exercises import ExerciseError, passed, require
+from helpers.exercises import (
+    ExerciseError,
+    Unanswered,
+    checker,
+    is_scaffold,
+    passed,
+    require,
+    solution_lookup,
+)
 from helpers.models import count_parameters
 
 #: Exercise 1: the names (and layer types) the named ``nn.Sequential`` must have, in order.
@@ -55,6 +67,26 @@ def _check_logits(out: Tensor, batch: Tensor, num_classes: int, what: str) -> No
                                         f"{len(batch)} images; keep the batch dimension")
 
 
+def _unanswered_if_stub(model: object, todo: str) -> None:
+    """Raise ``Unanswered`` when the learner's class still has the scaffold's ``forward``."""
+    forward = getattr(type(model), "forward", None)
+    if forward is not None and is_scaffold(forward):
+        raise Unanswered(todo)
+
+
+TODO_SEQUENTIAL = ("Build named_net: an nn.Sequential from an OrderedDict with the layers conv, "
+                   "relu, pool, flatten, fc (Conv2d(3, ...), ReLU, AdaptiveAvgPool2d(1), Flatten, "
+                   "Linear(..., settings.num_classes)), then run this cell again")
+TODO_BLOCKS = ("Write FixedNet: copy BrokenNet and keep self.blocks in an nn.ModuleList, then "
+               "run this cell again")
+TODO_ACTIVATIONS = ("Write ActivationNet: an nn.ModuleDict with 'relu', 'gelu', 'tanh', and a "
+                    "forward(x, activation='relu') that looks the activation up by name and "
+                    "raises ValueError listing the valid names for an unknown one")
+TODO_BUDGET = ("Build budget_net = TinyResNet(settings.num_classes, width=..., depth=4) with at "
+               "most 12,000 parameters (choose the width, a multiple of 4)")
+
+
+@checker(todo=TODO_SEQUENTIAL)
 def check_named_sequential(net: nn.Module, *, num_classes: int, batch: Tensor) -> bool:
     """Exercise 1: an ``nn.Sequential`` whose layers are named conv, relu, pool, flatten, fc.
 
@@ -110,6 +142,7 @@ def _container_kind(value: object) -> str:
         type(value), f"a {type(value).__name__}")
 
 
+@checker(todo=TODO_BLOCKS)
 def check_registered_blocks(model: nn.Module, *, expected_blocks: int | None = None) -> bool:
     """Exercise 2: every block sits in a registered container, so ``parameters()`` sees it.
 
@@ -119,6 +152,7 @@ def check_registered_blocks(model: nn.Module, *, expected_blocks: int | None = N
     >>> check_registered_blocks(FixedNet(), expected_blocks=3)
     [OK] 3 blocks, 2,340 trainable parameters, all registered
     """
+    _unanswered_if_stub(model, TODO_BLOCKS)
     require(hasattr(model, "blocks"), "your model has no attribute `blocks`; keep the repeated "
                                       "blocks in self.blocks")
     blocks = model.blocks
@@ -151,6 +185,7 @@ def check_registered_blocks(model: nn.Module, *, expected_blocks: int | None = N
                   f"trainable parameters, all registered")
 
 
+@checker(todo=TODO_ACTIVATIONS)
 def check_activation_net(net: nn.Module, *, keys: Sequence[str], num_classes: int,
                          batch: Tensor) -> bool:
     """Exercise 3: a net that keeps activations in an ``nn.ModuleDict`` and picks one by name.
@@ -161,6 +196,7 @@ def check_activation_net(net: nn.Module, *, keys: Sequence[str], num_classes: in
     >>> check_activation_net(net, keys=["relu", "gelu", "tanh"], num_classes=10, batch=X)
     [OK] activations ['relu', 'gelu', 'tanh'] all work; unknown names are refused
     """
+    _unanswered_if_stub(net, TODO_ACTIVATIONS)
     dicts = [(name, m) for name, m in net.named_modules() if isinstance(m, nn.ModuleDict)]
     plain = [path for path, _ in _hidden_modules(net)]
     require(not plain, f"these activations sit in a plain Python dict or list: {', '.join(plain)}. "
@@ -201,6 +237,7 @@ def check_activation_net(net: nn.Module, *, keys: Sequence[str], num_classes: in
     return passed(f"activations {wanted} all work; unknown names are refused")
 
 
+@checker(todo=TODO_BUDGET)
 def check_tiny_resnet(net: nn.Module, *, num_classes: int, depth: int, max_parameters: int,
                       batch: Tensor) -> bool:
     """Exercise 4: a ``TinyResNet`` with ``depth`` blocks and at most ``max_parameters`` parameters.
@@ -222,3 +259,71 @@ def check_tiny_resnet(net: nn.Module, *, num_classes: int, depth: int, max_param
     _check_logits(out, batch, num_classes, "your TinyResNet")
     return passed(f"{depth} blocks, {total:,} parameters (budget {max_parameters:,}), "
                   f"output {tuple(out.shape)}")
+
+
+#: The answers, as code to paste into the exercise cells (``solution(n)`` shows one).
+SOLUTIONS = {
+    1: """
+        from collections import OrderedDict
+
+        from torch import nn
+
+        named_net = nn.Sequential(OrderedDict([
+            ("conv", nn.Conv2d(3, 16, 3)),
+            ("relu", nn.ReLU()),
+            ("pool", nn.AdaptiveAvgPool2d(1)),
+            ("flatten", nn.Flatten()),
+            ("fc", nn.Linear(16, settings.num_classes)),
+        ])).to(settings.device)
+        """,
+    2: """
+        from torch import nn
+
+        from helpers.models import Bottleneck
+
+
+        class FixedNet(nn.Module):
+            def __init__(self, num_classes, *, width=16, depth=3):
+                super().__init__()
+                self.stem = nn.Conv2d(1, width, 3, padding=1)
+                self.blocks = nn.ModuleList(
+                    [Bottleneck(width, width) for _ in range(depth)])
+                self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                          nn.Linear(width, num_classes))
+
+            def forward(self, x):
+                x = self.stem(x)
+                for block in self.blocks:
+                    x = block(x)
+                return self.head(x)
+        """,
+    3: """
+        from torch import nn
+
+
+        class ActivationNet(nn.Module):
+            def __init__(self, num_classes):
+                super().__init__()
+                self.hidden = nn.Linear(64, 32)
+                self.activations = nn.ModuleDict(
+                    {"relu": nn.ReLU(), "gelu": nn.GELU(), "tanh": nn.Tanh()})
+                self.fc = nn.Linear(32, num_classes)
+
+            def forward(self, x, activation="relu"):
+                if activation not in self.activations:
+                    raise ValueError(f"unknown activation {activation!r}; "
+                                     f"choose one of {list(self.activations)}")
+                act = self.activations[activation]
+                return self.fc(act(self.hidden(x.flatten(1))))
+
+
+        act_net = ActivationNet(settings.num_classes).to(settings.device)
+        """,
+    4: """
+        from helpers.models import TinyResNet
+
+        budget_net = TinyResNet(settings.num_classes, width=48, depth=4).to(settings.device)
+        """,
+}
+
+solution = solution_lookup(1, SOLUTIONS)
