@@ -1,8 +1,13 @@
-"""Chapter 4 exercise checkers: a right answer passes, each typical wrong answer is explained."""
+"""Chapter 4's exercise checkers: strict checks, the one-line notebook checkers, the solutions.
+
+The strict checkers (``check_x.__wrapped__``) raise ``ExerciseError`` or return True; the notebook
+checkers (``ch4.check_x``) print one ``[TODO]`` / ``[TRY AGAIN]`` / ``[OK]`` line and return None.
+"""
 
 import copy
 import random
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,15 +15,15 @@ import torch
 from torch import nn
 
 from helpers.checkpoint import load_checkpoint
-from helpers.exercises import ExerciseError
-from helpers.exercises.ch4 import (
-    check_extended_model,
-    check_predict_function,
-    check_resume_training,
-    check_torchrun_command,
-)
+from helpers.exercises import ExerciseError, ch4
+from helpers.exercises.ch4 import SOLUTIONS, solution
 from helpers.models import TinyResNet
 from helpers.training import History, fit
+
+check_extended_model = ch4.check_extended_model.__wrapped__
+check_predict_function = ch4.check_predict_function.__wrapped__
+check_resume_training = ch4.check_resume_training.__wrapped__
+check_torchrun_command = ch4.check_torchrun_command.__wrapped__
 
 
 def _old(num_classes=3, seed=0):
@@ -300,3 +305,97 @@ def test_torchrun_right_answers(capsys):
 def test_torchrun_wrong_answers(command, message):
     with pytest.raises(ExerciseError, match=message):
         check_torchrun_command(command, **GOAL)
+
+
+# The notebook checkers: one line, never raise, return None -----------------------------------------
+
+def _line(capsys):
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1, out
+    return out.rstrip("\n")
+
+
+def test_notebook_checkers_say_todo_for_the_scaffolds(capsys):
+    old = _old(3)
+
+    def predict_digits(model, X, class_names):
+        ...
+
+    def resume_training(path, model, optimizer, scheduler, data, epochs):
+        ...
+
+    assert ch4.check_extended_model(None, old, num_classes=6, example=_x()) is None
+    assert _line(capsys) == f"[TODO] {ch4.TODO_EXTENDED}"
+    assert ch4.check_predict_function(predict_digits, _model(), _x(16), NAMES) is None
+    assert _line(capsys) == f"[TODO] {ch4.TODO_PREDICT}"
+    assert ch4.check_resume_training(resume_training) is None
+    assert _line(capsys) == f"[TODO] {ch4.TODO_RESUME}"
+    for scaffold in (None, ...):
+        assert ch4.check_torchrun_command(scaffold, **GOAL) is None
+        assert _line(capsys) == f"[TODO] {ch4.TODO_TORCHRUN}"
+
+
+def test_notebook_checkers_print_the_wrong_answers_messages(capsys):
+    old = _old(3)
+    assert ch4.check_extended_model(copy.deepcopy(old), old, num_classes=6, example=_x()) is None
+    assert _line(capsys).startswith("[TRY AGAIN] your head outputs 3 classes; the widget asks "
+                                    "for 6")
+
+    def no_eval(model, X, class_names):
+        with torch.inference_mode():
+            return [class_names[i] for i in model(X).argmax(1).tolist()]
+
+    assert ch4.check_predict_function(no_eval, _model(), _x(16), NAMES) is None
+    assert _line(capsys).startswith("[TRY AGAIN] the model was in training mode while it "
+                                    "predicted")
+    assert ch4.check_resume_training(lambda *args: {}["model"]) is None
+    assert _line(capsys).startswith("[TRY AGAIN] calling resume(path, model, optimizer, "
+                                    "scheduler, data, epochs) failed with KeyError")
+    command = RIGHT.replace("--nproc-per-node=4", "--nproc-per-node=2")
+    assert ch4.check_torchrun_command(command, **GOAL) is None
+    assert _line(capsys) == ("[TRY AGAIN] --nproc-per-node is 2; the exercise asks for 4 "
+                             "processes")
+
+
+def test_notebook_checker_says_ok_for_a_right_answer(capsys):
+    assert ch4.check_torchrun_command(RIGHT, **GOAL) is None
+    assert _line(capsys).startswith("[OK] torchrun starts 4 processes on this machine")
+
+
+# The solutions, exec'd in a namespace like the notebook's ------------------------------------------
+
+def _namespace(num_classes=6, old_classes=3):
+    return {"settings": SimpleNamespace(num_classes=num_classes, device="cpu"),
+            "arch": dict(width=8, depth=1), "old_model": _old(old_classes),
+            "old_classes": old_classes, "num_classes": num_classes}
+
+
+def test_solutions_cover_every_exercise():
+    assert sorted(SOLUTIONS) == [1, 2, 3, 4]
+    with pytest.raises(ValueError, match="no exercise 5"):
+        solution(5)
+
+
+def test_solution_1_passes(capsys):
+    namespace = _namespace()
+    exec(solution(1), namespace)
+    assert check_extended_model(namespace["extended"], namespace["old_model"], num_classes=6,
+                                example=_x())
+
+
+def test_solution_2_passes():
+    namespace = _namespace()
+    exec(solution(2), namespace)
+    assert check_predict_function(namespace["predict_digits"], _model(), _x(16), NAMES)
+
+
+def test_solution_3_passes():
+    namespace = _namespace()
+    exec(solution(3), namespace)
+    assert check_resume_training(namespace["resume_training"])
+
+
+def test_solution_4_passes():
+    namespace = _namespace(num_classes=5)
+    exec(solution(4), namespace)
+    assert check_torchrun_command(namespace["command"], **GOAL)

@@ -1,9 +1,13 @@
 """Checkers for chapter 4, the full pipeline (``notebooks/04_full_pipeline.ipynb``).
 
+>>> check_extended_model(None, old_model, num_classes=settings.num_classes, example=X)
+[TODO] Build extended: a TinyResNet for settings.num_classes with old_model's backbone ...
 >>> check_extended_model(extended, old_model, num_classes=settings.num_classes, example=X)
-[OK] head 5 -> 10 outputs; 25 backbone tensors equal the trained model's; scores of the 5 ...
+[OK] head 5 -> 10 outputs; 24 backbone tensors equal the trained model's; scores of the 5 ...
 
-Each checker prints one "[OK] ..." line or raises ``ExerciseError`` that says what to change.
+Each checker prints one line, ``[TODO]``, ``[TRY AGAIN]`` or ``[OK]``, and never raises; the strict
+version (raises ``ExerciseError``, returns True) is ``check_x.__wrapped__``. ``solution(n)``
+shows the answer to exercise ``n``.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from torch import Tensor, nn
 
 from helpers.checkpoint import save_checkpoint
 from helpers.data import ImageData, Split, load_digits
-from helpers.exercises import ExerciseError, passed, require
+from helpers.exercises import ExerciseError, checker, passed, require, solution_lookup
 from helpers.models import TinyResNet
 from helpers.training import History, fit
 
@@ -53,7 +57,12 @@ def _eval_logits(model: nn.Module, x: Tensor) -> Tensor:
 
 # Exercise 1 ------------------------------------------------------------------------------------
 
+TODO_EXTENDED = ("Build extended: a TinyResNet for settings.num_classes with old_model's backbone "
+                 "(load every tensor except fc.*, strict=False), then copy old_model's head into "
+                 "the first old_classes rows of the new head")
 
+
+@checker(todo=TODO_EXTENDED)
 def check_extended_model(extended: nn.Module, old_model: nn.Module, *, num_classes: int,
                          example: Tensor) -> bool:
     """Exercise 1: ``extended`` predicts ``num_classes`` classes, its backbone is ``old_model``'s,
@@ -115,7 +124,11 @@ def check_extended_model(extended: nn.Module, old_model: nn.Module, *, num_class
 
 # Exercise 2 ------------------------------------------------------------------------------------
 
+TODO_PREDICT = ("Write the body of predict_digits(model, X, class_names): eval mode, "
+                "torch.inference_mode(), argmax over the classes, a list of class names")
 
+
+@checker(todo=TODO_PREDICT)
 def check_predict_function(predict_fn: Callable[[nn.Module, Tensor, Sequence[str]], Any],
                            model: nn.Module, X: Tensor, class_names: Sequence[str]) -> bool:
     """Exercise 2: ``predict_fn(model, X, class_names)`` returns one class name per image,
@@ -201,6 +214,12 @@ def _resume_parts(seed: int) -> tuple[nn.Module, torch.optim.Optimizer, Any]:
     return model, optimizer, scheduler
 
 
+TODO_RESUME = ("Write the body of resume_training(path, model, optimizer, scheduler, data, epochs): "
+               "load_checkpoint into the fresh objects, then fit from state['start_epoch'] with "
+               "the saved history; return the History")
+
+
+@checker(todo=TODO_RESUME)
 def check_resume_training(resume_fn: Callable[..., Any]) -> bool:
     """Exercise 3: ``resume_fn(path, model, optimizer, scheduler, data, epochs)`` continues a run
     from its checkpoint to ``epochs`` and returns the full ``History``.
@@ -291,6 +310,12 @@ def _torchrun_argv(command: str | Sequence[str]) -> list[str]:
                         f"python -m torch.distributed.run), which launches the processes")
 
 
+TODO_TORCHRUN = ("Write command: a string that starts helpers.pipeline under torchrun in 4 CPU "
+                 "processes on this machine, for settings.num_classes digits, 5 epochs, "
+                 "checkpoints in runs/ch4/ex4")
+
+
+@checker(todo=TODO_TORCHRUN)
 def check_torchrun_command(command: str | Sequence[str], *, processes: int, num_classes: int,
                            epochs: int, checkpoint_dir: str) -> bool:
     """Exercise 4: a torchrun command line that runs ``helpers.pipeline`` in ``processes`` CPU
@@ -348,5 +373,49 @@ def check_torchrun_command(command: str | Sequence[str], *, processes: int, num_
                   f"rank 0 writes {Path(checkpoint_dir).as_posix()}/last.pt")
 
 
-__all__ = ["check_extended_model", "check_predict_function", "check_resume_training",
-           "check_torchrun_command"]
+#: The answers, as code to paste into the exercise cells (``solution(n)`` shows one). They use the
+#: notebook's names: settings, old_model, old_classes, arch, and the imports of its Setup cell.
+SOLUTIONS = {
+    1: """
+        import torch
+
+        from helpers.models import TinyResNet
+
+        extended = TinyResNet(settings.num_classes, **arch).to(settings.device)
+        backbone = {k: v for k, v in old_model.state_dict().items() if not k.startswith("fc.")}
+        extended.load_state_dict(backbone, strict=False)
+        with torch.no_grad():
+            extended.fc.weight[:old_classes] = old_model.fc.weight
+            extended.fc.bias[:old_classes] = old_model.fc.bias
+        """,
+    2: """
+        import torch
+
+
+        def predict_digits(model, X, class_names):
+            model.eval()
+            with torch.inference_mode():
+                indices = model(X).argmax(dim=1)
+            return [class_names[i] for i in indices.tolist()]
+        """,
+    3: """
+        from helpers.checkpoint import load_checkpoint
+        from helpers.training import History, fit
+
+
+        def resume_training(path, model, optimizer, scheduler, data, epochs):
+            state = load_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler)
+            history = History.from_dict(state["history"])
+            return fit(model, data, optimizer, epochs=epochs, scheduler=scheduler,
+                       start_epoch=state["start_epoch"], history=history, progress=False)
+        """,
+    4: """
+        command = ("torchrun --standalone --nproc-per-node=4 -m helpers.pipeline --device cpu "
+                   f"--num-classes {settings.num_classes} --epochs 5 --checkpoint-dir runs/ch4/ex4")
+        """,
+}
+
+solution = solution_lookup(4, SOLUTIONS)
+
+__all__ = ["SOLUTIONS", "check_extended_model", "check_predict_function", "check_resume_training",
+           "check_torchrun_command", "solution"]
