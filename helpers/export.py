@@ -1,0 +1,366 @@
+"""Export a trained model to a file that runs without the training code: ONNX or ``torch.export``.
+
+>>> export_model(model, "runs/export/digits.onnx", class_names=names)
+PosixPath('runs/export/digits.onnx')
+>>> verify_export("runs/export/digits.onnx", model).max_abs_diff < 1e-4
+True
+
+From the command line, for a deployed weights file (``helpers.deploy``) or a training checkpoint
+that carries ``class_names`` and ``config``::
+
+    python -m helpers.export --checkpoint runs/deploy/digits.safetensors --format onnx
+
+A weights file still needs the Python class that builds the model. An exported file holds the
+computation itself: ``.onnx`` runs in onnxruntime (servers, browsers, phones, C++), ``.pt2``
+(``torch.export``, the PyTorch 2 successor of TorchScript) loads with ``torch.export.load`` and
+no model code. Both are exported with a *dynamic batch dimension*, so any batch size runs, and both
+carry the class names. An export is only trusted once checked: ``verify_export`` loads the file
+in a fresh session and compares it with the eager model at batch sizes the export never saw.
+ONNX needs ``pip install onnx onnxscript onnxruntime`` (the ``export`` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from helpers.checkpoint import CheckpointError, PathLike
+
+FORMATS = {"onnx": ".onnx", "pt2": ".pt2"}
+ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
+DEFAULT_TOLERANCE = 1e-4
+EXPORT_BATCH = 4  # the example batch traced at export; verification uses other sizes too
+VERIFY_BATCH_SIZES = (1, 7, 256)
+IMAGE_SIZE = 8  # the bundled digits are 8x8
+INPUT_NAME, OUTPUT_NAME = "images", "logits"
+CLASS_NAMES_KEY = "class_names"  # ONNX metadata key; in a .pt2 the extra file class_names.json
+PT2_NAMES_FILE = "class_names.json"
+
+
+class ExportError(RuntimeError):
+    """An export cannot be made or read: says what was wrong and what to do."""
+
+
+def missing_onnx_packages() -> list[str]:
+    """The ONNX packages that are not installed (empty when the ONNX export can run).
+
+    >>> missing_onnx_packages()
+    []
+    """
+    return [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
+
+
+def _require_onnx() -> None:
+    missing = missing_onnx_packages()
+    if missing:
+        raise ExportError(f"ONNX export needs {', '.join(missing)}, which is not installed; run "
+                          f"`pip install onnx onnxscript onnxruntime` (or use --format pt2)")
+
+
+def format_of(path: PathLike) -> str:
+    """``"onnx"`` or ``"pt2"`` from a file name's suffix.
+
+    >>> format_of("runs/export/digits.pt2")
+    'pt2'
+    """
+    suffix = Path(path).suffix
+    for fmt, ext in FORMATS.items():
+        if suffix == ext:
+            return fmt
+    raise ExportError(f"{Path(path).name}: unknown export format {suffix or '(no suffix)'!r}; "
+                      f"name the file *.onnx or *.pt2")
+
+
+def example_input(model: nn.Module, batch_size: int = EXPORT_BATCH, *, seed: int = 0) -> torch.Tensor:
+    """Random digit-shaped images ``(batch_size, in_channels, 8, 8)`` on the model's device.
+
+    >>> example_input(TinyResNet(10), 3).shape
+    torch.Size([3, 1, 8, 8])
+    """
+    first = next(iter(model.parameters()))
+    channels = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch_size, channels, IMAGE_SIZE, IMAGE_SIZE, generator=gen)
+    return x.to(device=first.device, dtype=first.dtype)
+
+
+def _check_model(model: nn.Module) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
+    if model.training:
+        raise ExportError("the model is in training mode: dropout and batch-norm statistics would "
+                          "be exported as in training; call model.eval() first")
+
+
+def _tmp_for(path: Path) -> Path:
+    return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+
+
+def _batch_dim() -> tuple[dict[int, object]]:
+    # One dynamic dimension, the batch; everything else is fixed by the example input.
+    return ({0: torch.export.Dim("batch", min=1)},)
+
+
+def export_onnx(model: nn.Module, path: PathLike, *, class_names: Sequence[str],
+                example: torch.Tensor | None = None) -> Path:
+    """Export with ``torch.onnx.export(dynamo=True)``: input ``images``, output ``logits``.
+
+    The batch dimension is dynamic; the class names go into the file's metadata
+    (``onnxruntime``: ``session.get_modelmeta().custom_metadata_map["class_names"]``, JSON).
+
+    >>> export_onnx(model, "runs/export/digits.onnx", class_names=names).name
+    'digits.onnx'
+    """
+    _require_onnx()
+    _check_model(model)
+    path = Path(path)
+    example = example_input(model) if example is None else example
+    program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=_batch_dim(),
+                                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False)
+    program.model.metadata_props[CLASS_NAMES_KEY] = json.dumps([str(n) for n in class_names])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_for(path)
+    program.save(str(tmp))
+    tmp.replace(path)
+    return path
+
+
+def export_pt2(model: nn.Module, path: PathLike, *, class_names: Sequence[str],
+               example: torch.Tensor | None = None) -> Path:
+    """Export with ``torch.export.export`` and ``torch.export.save``; the batch dimension is dynamic.
+
+    The class names travel inside the file as the extra file ``class_names.json``.
+
+    >>> export_pt2(model, "runs/export/digits.pt2", class_names=names).name
+    'digits.pt2'
+    """
+    _check_model(model)
+    path = Path(path)
+    example = example_input(model) if example is None else example
+    program = torch.export.export(model, (example,), dynamic_shapes=_batch_dim())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_for(path)
+    torch.export.save(program, tmp,
+                      extra_files={PT2_NAMES_FILE: json.dumps([str(n) for n in class_names])})
+    tmp.replace(path)
+    return path
+
+
+def export_model(model: nn.Module, path: PathLike, *, class_names: Sequence[str],
+                 example: torch.Tensor | None = None) -> Path:
+    """``export_onnx`` or ``export_pt2``, chosen by the suffix of ``path`` (``.onnx`` / ``.pt2``).
+
+    >>> export_model(model, "runs/export/digits.pt2", class_names=names).suffix
+    '.pt2'
+    """
+    exporter = {"onnx": export_onnx, "pt2": export_pt2}[format_of(path)]
+    return exporter(model, path, class_names=class_names, example=example)
+
+
+def _existing_export(path: PathLike) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"{path}: no such file; export it first with export_model "
+                          f"or python -m helpers.export")
+    return path
+
+
+def load_onnx(path: PathLike) -> tuple[Callable[[np.ndarray], np.ndarray], list[str]]:
+    """A fresh onnxruntime session (CPU) for an exported file, as a function, and its class names.
+
+    Only onnxruntime and NumPy run here: no torch, no model class.
+
+    >>> run, names = load_onnx("runs/export/digits.onnx")
+    >>> run(images.numpy()).shape, names[:2]
+    ((5, 10), ['0', '1'])
+    """
+    _require_onnx()
+    import onnxruntime
+
+    path = _existing_export(path)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    names = json.loads(meta[CLASS_NAMES_KEY]) if CLASS_NAMES_KEY in meta else []
+    input_name = session.get_inputs()[0].name
+
+    def run(images: np.ndarray) -> np.ndarray:
+        return session.run(None, {input_name: np.ascontiguousarray(images, dtype=np.float32)})[0]
+
+    return run, names
+
+
+def load_pt2(path: PathLike) -> tuple[nn.Module, list[str]]:
+    """``torch.export.load`` an exported program: a module that needs no model class, and its names.
+
+    >>> program, names = load_pt2("runs/export/digits.pt2")
+    >>> program(images).shape
+    torch.Size([5, 10])
+    """
+    path = _existing_export(path)
+    extra = {PT2_NAMES_FILE: ""}
+    program = torch.export.load(path, extra_files=extra)
+    names = json.loads(extra[PT2_NAMES_FILE]) if extra[PT2_NAMES_FILE] else []
+    return program.module(), names
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Largest absolute difference between the exported file and the eager model, per batch size."""
+
+    path: Path
+    max_abs_diffs: dict[int, float]
+    class_names: list[str]
+    same_predictions: bool  # argmax of the two agrees on every input
+
+    @property
+    def max_abs_diff(self) -> float:
+        return max(self.max_abs_diffs.values())
+
+    def within(self, tolerance: float = DEFAULT_TOLERANCE) -> bool:
+        return self.max_abs_diff <= tolerance
+
+
+def verify_export(path: PathLike, model: nn.Module, *,
+                  batch_sizes: Sequence[int] = VERIFY_BATCH_SIZES, seed: int = 1) -> Verification:
+    """Load ``path`` in a fresh session and compare it with eager ``model`` on random inputs.
+
+    For each batch size (by default 1, 7 and 256; the export traced 4) the same random images go
+    through the exported file and through ``model`` (in eval mode, no autograd); the result holds
+    the largest absolute difference of the logits per batch size.
+
+    >>> verify_export("runs/export/digits.onnx", model).max_abs_diffs
+    {1: 3.7e-08, 7: 6e-08, 256: 1.2e-07}
+    """
+    _check_model(model)
+    path = _existing_export(path)
+    if format_of(path) == "onnx":
+        run, names = load_onnx(path)
+
+        def exported(x: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(run(x.cpu().numpy()))
+    else:
+        program, names = load_pt2(path)
+        device = next(iter(model.parameters())).device
+
+        def exported(x: torch.Tensor) -> torch.Tensor:
+            return program(x.to(device)).cpu()
+
+    diffs, same = {}, True
+    with torch.no_grad():
+        for n in batch_sizes:
+            x = example_input(model, n, seed=seed + n)
+            reference = model(x).float().cpu()
+            got = exported(x).float()
+            if got.shape != reference.shape:
+                raise ExportError(f"{path.name}: output shape {tuple(got.shape)} at batch size {n}, "
+                                  f"but the model gives {tuple(reference.shape)}; it was exported "
+                                  f"from another model")
+            diffs[n] = float((got - reference).abs().max())
+            same = same and bool(torch.equal(got.argmax(1), reference.argmax(1)))
+    return Verification(path, diffs, names, same)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers.export",
+        description="Export deployed TinyResNet weights to ONNX or torch.export (.pt2) with a "
+                    "dynamic batch dimension, then verify the file against the eager model.")
+    parser.add_argument("--checkpoint", type=Path, required=True,
+                        help="weights (.safetensors/.pt, with a .json sidecar) or a training checkpoint")
+    parser.add_argument("--format", choices=sorted(FORMATS), required=True,
+                        help="onnx (onnxruntime) or pt2 (torch.export)")
+    parser.add_argument("--output", type=Path,
+                        help="the exported file (default: the checkpoint's name with .onnx/.pt2)")
+    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                        help=f"largest allowed max abs difference to eager (default {DEFAULT_TOLERANCE:g})")
+    parser.add_argument("--num-classes", type=int, help="class count (default: from the metadata)")
+    parser.add_argument("--width", type=int, help="TinyResNet width (default: from the metadata)")
+    parser.add_argument("--depth", type=int, help="TinyResNet blocks (default: from the metadata)")
+    return parser
+
+
+def _one_line(exc: BaseException, *, lines: int = 4, width: int = 300) -> str:
+    """The message on one line: its first ``lines`` lines (and a checkpoint error's advice), cut."""
+    def cut(text: str) -> str:
+        text = " ".join(text.split())
+        return text if len(text) <= width else text[: width - 2].rstrip() + " …"
+
+    advice = exc.advice if isinstance(exc, CheckpointError) else ""
+    head = f"{exc.path}: {exc.reason}" if isinstance(exc, CheckpointError) else str(exc)
+    body = [line for line in head.splitlines() if line.strip()]
+    shown = [cut(line) for line in body[:lines]]
+    if len(body) > lines:
+        shown.append(f"… ({len(body) - lines} more lines)")
+    return " ".join(shown + ([cut(advice)] if advice else []))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line: load, export, verify in a fresh session; 0 ok, 1 over tolerance, 2 error."""
+    from helpers.deploy import load_for_inference, tiny_resnet_config
+
+    args = build_parser().parse_args(argv)
+    output = args.output or args.checkpoint.with_suffix(FORMATS[args.format])
+    try:
+        if not args.tolerance >= 0:
+            raise ExportError(f"--tolerance must be a number >= 0, got {args.tolerance}")
+        if output.suffix != FORMATS[args.format]:
+            raise ExportError(f"--output {output} does not end in {FORMATS[args.format]}, the "
+                              f"suffix of --format {args.format}; rename it")
+        if args.checkpoint.suffix in FORMATS.values():
+            raise ExportError(f"{args.checkpoint} is an exported file already; pass the weights "
+                              f"file or training checkpoint it came from")
+        if args.format == "onnx":
+            _require_onnx()
+        model, names = load_for_inference(args.checkpoint, num_classes=args.num_classes,
+                                          width=args.width, depth=args.depth)
+    except (CheckpointError, ExportError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    config = tiny_resnet_config(model)
+    print(f"loaded {args.checkpoint.name}: TinyResNet, {config['num_classes']} classes, width "
+          f"{config['width']}, depth {config['depth']}")
+    start = time.perf_counter()
+    try:
+        export_model(model, output, class_names=names)
+        seconds = time.perf_counter() - start
+        result = verify_export(output, model)
+    except (ExportError, OSError) as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the exporter's own failure: one line, not its deep traceback
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"error: the {args.format} export failed: {type(exc).__name__}: {first}", file=sys.stderr)
+        return 2
+    runtime = "onnxruntime" if args.format == "onnx" else "torch.export.load"
+    sizes = ", ".join(str(n) for n in result.max_abs_diffs)
+    print(f"exported {output} ({output.stat().st_size / 1e3:.0f} kB) in {seconds:.1f} s, dynamic "
+          f"batch dimension (traced at batch size {EXPORT_BATCH})")
+    print(f"verified with {runtime} in a fresh session at batch sizes {sizes}: max abs diff "
+          f"{result.max_abs_diff:.1e} (tolerance {args.tolerance:.0e}); same predicted classes: "
+          f"{result.same_predictions}; class names: {' '.join(result.class_names)}")
+    if not result.within(args.tolerance):
+        print(f"error: the exported file differs from the eager model by {result.max_abs_diff:.1e}, "
+              f"more than --tolerance {args.tolerance:.0e}; do not ship it (kept at {output} for "
+              f"inspection)", file=sys.stderr)
+        return 1
+    return 0
+
+
+__all__ = ["DEFAULT_TOLERANCE", "ExportError", "Verification", "example_input", "export_model",
+           "export_onnx", "export_pt2", "format_of", "load_onnx", "load_pt2",
+           "missing_onnx_packages", "verify_export"]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
