@@ -107,7 +107,7 @@ def bench_course(repeats: int, quick: bool) -> dict:
 def bench_loop(repeats: int, quick: bool) -> dict:
     import torch.nn.functional as F
 
-    from helpers.data import BatchLoader, load_digits
+    from helpers.data import load_digits, make_loader
     from helpers.models import TinyResNet
     from helpers.seeding import seed_everything
     from helpers.training import fit
@@ -141,7 +141,7 @@ def bench_loop(repeats: int, quick: bool) -> dict:
     def fit_epoch(progress: bool):
         model, opt = make()
         fit(model, data, opt, epochs=epochs, batch_size=batch, progress=progress,
-            train_loader=BatchLoader(data.train, batch, shuffle=True))
+            train_loader=make_loader(data.train, batch, shuffle=True))  # a torch DataLoader
 
     n = max(repeats, 5) if not quick else 1
     bare = median_time(bare_epoch, n)

@@ -4,14 +4,17 @@
 >>> data.train.X.shape, data.num_classes
 (torch.Size([1254, 1, 8, 8]), 10)
 
-``size=32, channels=3`` gives ResNet-style 3x32x32 images. ``BatchLoader`` slices preloaded tensors,
-so an epoch does no per-sample Python work. FashionMNIST and CIFAR-10 are an explicit, online opt-in
-(``load_torchvision_dataset``); nothing here downloads by default.
+``size=32, channels=3`` gives ResNet-style 3x32x32 images. A ``Split`` is a
+``torch.utils.data.Dataset``; ``make_loader`` wraps it in a standard ``DataLoader`` whose sampler is a
+``BatchSampler``, so each batch is one tensor index into the preloaded tensors (no per-sample Python
+work). FashionMNIST and CIFAR-10 are an explicit, online opt-in (``load_torchvision_dataset``);
+nothing here downloads by default.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,19 +22,40 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+)
 
 from helpers.settings import parse_num_classes
 
 
 @dataclass
-class Split:
-    """Images ``X`` (N, C, H, W) and integer labels ``y`` (N,) on one device."""
+class Split(Dataset):
+    """Images ``X`` (N, C, H, W) and integer labels ``y`` (N,) on one device: a map-style Dataset.
+
+    ``split[i]`` is one ``(image, label)`` pair; ``split[[i, j, ...]]`` (or an index tensor) is a whole
+    batch in one indexing operation, which is how ``make_loader`` reads it.
+
+    >>> X, y = load_digits().train[[0, 1, 2]]; X.shape, y.shape
+    (torch.Size([3, 1, 8, 8]), torch.Size([3]))
+    """
 
     X: Tensor
     y: Tensor
 
     def __len__(self) -> int:
         return len(self.y)
+
+    def __getitem__(self, index: int | Sequence[int] | Tensor) -> tuple[Tensor, Tensor]:
+        if isinstance(index, list):
+            index = torch.as_tensor(index, dtype=torch.long, device=self.X.device)
+        return self.X[index], self.y[index]
 
     def to(self, device: torch.device | str) -> Split:
         return Split(self.X.to(device), self.y.to(device))
@@ -123,56 +147,85 @@ def load_digits(num_classes: int = 10, *, size: int = 8, channels: int = 1,
                      extra={"mean": float(mean), "std": float(std)})
 
 
-class BatchLoader:
-    """Mini-batches sliced from tensors that already sit on the device.
+def _as_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """``collate_fn`` of ``make_loader``: a batch is already two tensors, pass it through."""
+    return batch
 
-    Shuffling draws one ``torch.randperm`` per epoch from torch's global CPU RNG (or ``generator``),
-    so a checkpoint that stores the RNG state resumes the exact same batch order. A ``sampler``
-    (e.g. ``torch.utils.data.DistributedSampler``) supplies the indices instead, for multi-process runs.
 
-    >>> loader = BatchLoader(load_digits().train, batch_size=64, shuffle=True)
+def make_loader(split: Split | Dataset, batch_size: int = 64, *, shuffle: bool = False,
+                drop_last: bool = False, sampler: Sampler[int] | Iterable[int] | None = None,
+                generator: torch.Generator | None = None, seed: int | None = None) -> DataLoader:
+    """A ``torch.utils.data.DataLoader`` over a preloaded split that yields ``(X, y)`` batches.
+
+    The sample order comes from a standard sampler, grouped by a ``BatchSampler``; the loader runs
+    with ``batch_size=None``, so each batch is one index into the tensors, not ``batch_size``
+    per-sample calls. The order is resumable in one of three ways:
+
+    - ``shuffle=True``: a ``RandomSampler`` that draws its seed from torch's global RNG each epoch
+      (or from ``generator``). ``save_checkpoint`` stores the global RNG, so a resumed run sees the
+      same batches.
+    - ``seed=...``: the order of epoch ``e`` depends only on ``seed + e`` (a one-process
+      ``DistributedSampler``); call ``set_epoch(loader, e)`` each epoch (``fit`` does).
+    - ``sampler=DistributedSampler(split, ...)``: each process reads its own shard; ``set_epoch``
+      reshuffles every epoch.
+
+    >>> loader = make_loader(load_digits().train, batch_size=64, shuffle=True)
     >>> X, y = next(iter(loader)); X.shape
     torch.Size([64, 1, 8, 8])
     """
-
-    def __init__(self, split: Split, batch_size: int = 64, *, shuffle: bool = False,
-                 drop_last: bool = False, sampler: Iterable[int] | None = None,
-                 generator: torch.Generator | None = None) -> None:
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self.split, self.batch_size, self.shuffle = split, batch_size, shuffle
-        self.drop_last, self.sampler, self.generator = drop_last, sampler, generator
-
-    def _num_samples(self) -> int:
-        return len(self.sampler) if self.sampler is not None else len(self.split)  # type: ignore[arg-type]
-
-    def __len__(self) -> int:
-        n = self._num_samples()
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Forward the epoch to a ``DistributedSampler`` so each epoch shuffles differently."""
-        if hasattr(self.sampler, "set_epoch"):
-            self.sampler.set_epoch(epoch)  # type: ignore[union-attr]
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        X, y = self.split.X, self.split.y
-        if self.sampler is not None:
-            order: Tensor | None = torch.as_tensor(list(self.sampler), dtype=torch.long)
-        elif self.shuffle:
-            order = torch.randperm(len(y), generator=self.generator)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if sampler is not None and (shuffle or seed is not None or generator is not None):
+        raise ValueError("pass either sampler=... or shuffle/seed/generator, not both: the sampler "
+                         "alone decides the order (a DistributedSampler shuffles by itself)")
+    if seed is not None and generator is not None:
+        raise ValueError("pass seed=... (the order depends on seed + epoch) or generator=..., not both")
+    if sampler is None:
+        if seed is not None:
+            sampler = DistributedSampler(split, num_replicas=1, rank=0, shuffle=True, seed=seed)
+        elif shuffle:
+            sampler = RandomSampler(split, generator=generator)
         else:
-            order = None
-        if order is not None:
-            order = order.to(X.device)
-        n = self._num_samples()
-        stop = n - n % self.batch_size if self.drop_last else n
-        for start in range(0, stop, self.batch_size):
-            if order is None:
-                yield X[start:start + self.batch_size], y[start:start + self.batch_size]
-            else:
-                index = order[start:start + self.batch_size]
-                yield X[index], y[index]
+            sampler = SequentialSampler(split)
+    batches = BatchSampler(sampler, batch_size, drop_last)  # type: ignore[arg-type]
+    return DataLoader(split, batch_size=None, sampler=batches, collate_fn=_as_batch)
+
+
+def set_epoch(loader: object, epoch: int) -> bool:
+    """Tell the sampler behind ``loader`` which epoch starts (a ``DistributedSampler`` reshuffles).
+
+    Looks at the loader, its ``batch_sampler`` and the samplers they wrap; returns whether one of
+    them has ``set_epoch``. A loader without one (a list of batches, a sequential order) is left alone.
+
+    >>> set_epoch(make_loader(load_digits().train, seed=0), 3)
+    True
+    """
+    seen: set[int] = set()
+    todo = [loader]
+    while todo:
+        obj = todo.pop(0)
+        if obj is None or id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        method = getattr(obj, "set_epoch", None)
+        if callable(method):
+            method(epoch)
+            return True
+        todo += [getattr(obj, "batch_sampler", None), getattr(obj, "sampler", None)]
+    return False
+
+
+def BatchLoader(split: Split, batch_size: int = 64, *, shuffle: bool = False,  # noqa: N802
+                drop_last: bool = False, sampler: Iterable[int] | None = None,
+                generator: torch.Generator | None = None) -> DataLoader:
+    """Deprecated: use ``make_loader`` (the same arguments), which returns a standard ``DataLoader``.
+
+    Kept so that older notebooks run; it emits a ``PendingDeprecationWarning`` (hidden by default).
+    """
+    warnings.warn("BatchLoader is deprecated; use helpers.data.make_loader, which returns a "
+                  "torch.utils.data.DataLoader", PendingDeprecationWarning, stacklevel=2)
+    return make_loader(split, batch_size, shuffle=shuffle, drop_last=drop_last, sampler=sampler,
+                       generator=generator)
 
 
 class DatasetUnavailableError(RuntimeError):

@@ -182,7 +182,7 @@ def _ddp_worker(rank: int, world_size: int, backend: str, port: int, checkpoint_
     from torch.nn.parallel import DistributedDataParallel as DDP
     from torch.utils.data import DistributedSampler
 
-    from helpers.data import BatchLoader, load_digits
+    from helpers.data import load_digits, make_loader
     from helpers.models import TinyResNet
     from helpers.seeding import seed_everything
 
@@ -200,13 +200,13 @@ def _ddp_worker(rank: int, world_size: int, backend: str, port: int, checkpoint_
                     device_ids=[rank] if device.type == "cuda" else None)
         sampler = DistributedSampler(data.train, num_replicas=world_size, rank=rank, shuffle=True,
                                      seed=seed)
-        loader = BatchLoader(data.train, DEMO_BATCH_SIZE, sampler=sampler)
+        loader = make_loader(data.train, DEMO_BATCH_SIZE, sampler=sampler)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-        loader.set_epoch(0)
+        sampler.set_epoch(0)
         shard = [int(i) for i in sampler]
         done, epoch, loss = 0, 0, torch.zeros(())
         while done < steps:
-            loader.set_epoch(epoch)
+            sampler.set_epoch(epoch)  # a new shuffle each epoch, the same on every rank
             for X, y in loader:
                 loss = F.cross_entropy(model(X), y)
                 optimizer.zero_grad(set_to_none=True)

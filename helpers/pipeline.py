@@ -25,14 +25,15 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DistributedSampler
 
 from helpers.checkpoint import load_checkpoint, save_checkpoint, unwrap_model
-from helpers.data import BatchLoader, load_digits
+from helpers.data import load_digits, make_loader
 from helpers.distributed import barrier, cleanup_distributed, is_main_process, setup_distributed
 from helpers.models import TinyResNet
 from helpers.seeding import seed_everything
 from helpers.settings import SettingsError, parse_device, parse_num_classes
-from helpers.training import History, evaluate, fit
+from helpers.training import History, evaluate, fit, one_cycle
 
 LAST, BEST = "last.pt", "best.pt"
 
@@ -107,7 +108,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     data = load_digits(args.num_classes, device=device, seed=args.seed)
     model = build_model(args).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.epochs)
+    # One order per epoch from (seed, epoch): each of the `world` processes reads its own shard, and
+    # a resumed run sees the same batches. One process is the case num_replicas=1.
+    sampler = DistributedSampler(data.train, num_replicas=world, rank=rank, shuffle=True, seed=args.seed)
+    loader = make_loader(data.train, args.batch_size, sampler=sampler)
+    # One-cycle stepped after every batch, so the last epoch still trains at a useful learning rate.
+    scheduler = one_cycle(optimizer, max_lr=args.lr, epochs=args.epochs, steps_per_epoch=len(loader))
+    planned_steps = scheduler.total_steps
     ckpt_dir = args.checkpoint_dir
     history, start_epoch, best_acc = History(), 0, -1.0
     if args.resume:
@@ -123,20 +130,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"learning-rate schedule ends there), but --epochs is {args.epochs}. Resume with "
                 f"--epochs {planned}; to train longer, fine-tune from its weights in a new run "
                 f"(chapter 4, section 9 shows how).")
+        if scheduler.total_steps != planned_steps:
+            raise SystemExit(
+                f"--resume: {last} plans its learning-rate schedule for {scheduler.total_steps} "
+                f"batches, this run has {planned_steps} ({len(loader)} per epoch): resume with the "
+                f"same --batch-size ({state['config'].get('batch_size')}) and number of processes "
+                f"({state.get('world_size', 1)}).")
         start_epoch, best_acc = state["start_epoch"], state["best_acc"]
         history = History.from_dict(state["history"])
         if is_main_process():
             print(f"resumed from {last} at epoch {start_epoch}/{args.epochs}")
     wrapped: nn.Module = model
-    sampler = None
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
-        from torch.utils.data import DistributedSampler
 
         wrapped = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-        sampler = DistributedSampler(range(len(data.train)), num_replicas=world, rank=rank,
-                                     shuffle=True, seed=args.seed)
-    loader = BatchLoader(data.train, args.batch_size, shuffle=sampler is None, sampler=sampler)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
 
     def checkpoint(epoch: int, hist: History) -> None:
@@ -158,6 +166,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         history = fit(wrapped, data, optimizer, epochs=args.epochs, scheduler=scheduler,
+                      scheduler_step="batch",
                       start_epoch=start_epoch, history=history, callback=checkpoint,
                       train_loader=loader, progress=not args.quiet and is_main_process(),
                       desc=f"pipeline ({world} process{'es' if world > 1 else ''})")

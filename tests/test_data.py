@@ -2,8 +2,17 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from helpers.data import BatchLoader, DatasetUnavailableError, load_digits, load_torchvision_dataset
+from helpers.data import (
+    BatchLoader,
+    DatasetUnavailableError,
+    Split,
+    load_digits,
+    load_torchvision_dataset,
+    make_loader,
+    set_epoch,
+)
 from helpers.settings import SettingsError
 
 
@@ -54,22 +63,42 @@ def test_bad_arguments(kwargs, message):
         load_digits(**kwargs)
 
 
-def test_batches_cover_the_split_once_per_epoch():
+def test_split_is_a_dataset_indexed_by_sample_or_batch():
+    split = load_digits(10).train
+    assert isinstance(split, Dataset)
+    X, y = split[3]
+    assert X.shape == (1, 8, 8) and y.ndim == 0 and int(y) == int(split.y[3])
+    X, y = split[[5, 1, 5]]
+    assert torch.equal(X, split.X[[5, 1, 5]]) and y.tolist() == split.y[[5, 1, 5]].tolist()
+
+
+def test_loader_is_a_torch_dataloader_and_covers_the_split_once_per_epoch():
     data = load_digits(10)
-    loader = BatchLoader(data.train, 100, shuffle=True)
+    loader = make_loader(data.train, 100, shuffle=True)
+    assert isinstance(loader, DataLoader)
     seen = torch.cat([y for _, y in loader])
     assert len(loader) == -(-len(data.train) // 100)
     assert sorted(seen.tolist()) == sorted(data.train.y.tolist())
+    assert not torch.equal(seen, data.train.y)  # shuffled
+
+
+def test_loader_reads_one_index_per_batch_not_one_per_sample(monkeypatch):
+    split = load_digits(3).train
+    calls = []
+    original = Split.__getitem__
+    monkeypatch.setattr(Split, "__getitem__", lambda self, i: calls.append(i) or original(self, i))
+    batches = list(make_loader(split, 32))
+    assert len(calls) == len(batches) == -(-len(split) // 32)
+    assert torch.equal(torch.cat([X for X, _ in batches]), split.X)  # in order without shuffle
 
 
 @settings(max_examples=40, deadline=None)
 @given(n=st.integers(1, 300), batch=st.integers(1, 64), drop_last=st.booleans(),
-       shuffle=st.booleans())
-def test_batch_loader_lengths(n, batch, drop_last, shuffle):
-    from helpers.data import Split
-
+       order=st.sampled_from(["sequential", "shuffle", "seed"]))
+def test_loader_lengths(n, batch, drop_last, order):
     split = Split(torch.arange(n).float().view(n, 1), torch.arange(n))
-    loader = BatchLoader(split, batch, shuffle=shuffle, drop_last=drop_last)
+    kwargs = {"shuffle": {"shuffle": True}, "seed": {"seed": 7}, "sequential": {}}[order]
+    loader = make_loader(split, batch, drop_last=drop_last, **kwargs)
     batches = list(loader)
     assert len(batches) == len(loader)
     ys = torch.cat([y for _, y in batches]) if batches else torch.empty(0, dtype=torch.long)
@@ -82,28 +111,76 @@ def test_batch_loader_lengths(n, batch, drop_last, shuffle):
 def test_shuffle_follows_torch_global_rng():
     data = load_digits(10)
     torch.manual_seed(123)
-    first = torch.cat([y for _, y in BatchLoader(data.train, 64, shuffle=True)])
+    first = torch.cat([y for _, y in make_loader(data.train, 64, shuffle=True)])
     torch.manual_seed(123)
-    again = torch.cat([y for _, y in BatchLoader(data.train, 64, shuffle=True)])
-    assert torch.equal(first, again)
+    again = torch.cat([y for _, y in make_loader(data.train, 64, shuffle=True)])
+    torch.manual_seed(124)
+    other = torch.cat([y for _, y in make_loader(data.train, 64, shuffle=True)])
+    assert torch.equal(first, again) and not torch.equal(first, other)
 
 
-def test_sampler_drives_the_indices():
-    from torch.utils.data import DistributedSampler
-
+def test_a_seeded_generator_gives_the_same_order_whatever_the_global_rng():
     data = load_digits(10)
-    parts = []
-    for rank in range(2):
-        sampler = DistributedSampler(range(len(data.train)), num_replicas=2, rank=rank, seed=0)
-        loader = BatchLoader(data.train, 50, sampler=sampler)
-        loader.set_epoch(1)
-        parts.append(torch.cat([y for _, y in loader]))
-    assert len(parts[0]) == len(parts[1]) == -(-len(data.train) // 2)
+    orders = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        loader = make_loader(data.train, 64, shuffle=True, generator=torch.Generator().manual_seed(5))
+        orders.append(torch.cat([y for _, y in loader]))
+    assert torch.equal(*orders)
 
 
-def test_batch_size_must_be_positive():
-    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
-        BatchLoader(load_digits(2).train, 0)
+def test_seeded_order_depends_only_on_seed_and_epoch():
+    """What makes a resumed run see the same batches without any saved random state."""
+    split = Split(torch.arange(200).float().view(200, 1), torch.arange(200))
+
+    def order(epoch, seed=0):
+        loader = make_loader(split, 16, seed=seed)
+        torch.manual_seed(epoch * 1000 + 17)  # the global RNG plays no part
+        assert set_epoch(loader, epoch)
+        return torch.cat([y for _, y in loader])
+
+    assert torch.equal(order(3), order(3))
+    assert not torch.equal(order(3), order(4))
+    assert not torch.equal(order(3), order(3, seed=1))
+    # the same formula as DistributedSampler: randperm from a generator seeded with seed + epoch
+    assert order(3).tolist() == torch.randperm(200, generator=torch.Generator().manual_seed(3)).tolist()
+
+
+def test_distributed_sampler_shards_and_set_epoch_reaches_it():
+    data = load_digits(10)
+    parts = {}
+    for epoch in (0, 1):
+        for rank in range(2):
+            sampler = DistributedSampler(data.train, num_replicas=2, rank=rank, seed=0)
+            loader = make_loader(data.train, 50, sampler=sampler)
+            assert set_epoch(loader, epoch) and sampler.epoch == epoch
+            parts[epoch, rank] = torch.cat([y for _, y in loader])
+    half = -(-len(data.train) // 2)
+    assert all(len(p) == half for p in parts.values())
+    assert not torch.equal(parts[0, 0], parts[1, 0])  # set_epoch reshuffles
+
+
+def test_set_epoch_leaves_plain_iterables_alone():
+    assert set_epoch([(torch.zeros(1), torch.zeros(1))], 3) is False
+    assert set_epoch(make_loader(load_digits(2).train, 8), 3) is False
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"batch_size": 0}, "batch_size must be a positive integer"),
+    ({"batch_size": True}, "batch_size must be a positive integer"),
+    ({"sampler": [0, 1], "shuffle": True}, "either sampler=... or shuffle/seed/generator"),
+    ({"seed": 1, "generator": torch.Generator()}, "seed=.*or generator=..., not both"),
+])
+def test_loader_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_loader(load_digits(2).train, **kwargs)
+
+
+def test_batch_loader_is_a_deprecated_alias():
+    split = load_digits(2).train
+    with pytest.warns(PendingDeprecationWarning, match="use helpers.data.make_loader"):
+        loader = BatchLoader(split, 64, shuffle=True)
+    assert isinstance(loader, DataLoader) and len(loader) == -(-len(split) // 64)
 
 
 def test_torchvision_sets_are_opt_in_and_explain_when_missing(tmp_path):
