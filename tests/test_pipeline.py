@@ -139,3 +139,17 @@ def test_resume_without_a_checkpoint_says_what_to_do(tmp_path):
     result = _pipeline("--checkpoint-dir", tmp_path / "none", "--resume", *SMALL, check=False)
     assert result.returncode != 0
     assert "no checkpoint at" in result.stderr and "run once without --resume" in result.stderr
+
+
+@pytest.mark.slow
+def test_one_cycle_steps_per_batch_and_resume_needs_the_same_batches(tmp_path):
+    _pipeline("--num-classes", 2, "--epochs", 3, "--lr", "0.01", "--checkpoint-dir", tmp_path, *SMALL)
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    sched = ckpt["scheduler"]
+    assert sched["last_epoch"] == sched["total_steps"] > 3  # stepped after every batch, all taken
+    assert ckpt["history"]["lr"][-1] > 0.01 / 10  # the last epoch starts at a useful learning rate
+    result = _pipeline("--num-classes", 2, "--epochs", 3, "--checkpoint-dir", tmp_path, "--resume",
+                       "--batch-size", 32, *SMALL, check=False)
+    assert result.returncode != 0
+    assert f"schedule for {sched['total_steps']} batches" in result.stderr
+    assert "same --batch-size (64)" in result.stderr
