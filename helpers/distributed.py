@@ -234,8 +234,12 @@ def run_ddp_demo(world_size: int = 2, *, backend: str | None = None, checkpoint_
     ``ddp_wrapped_state_dict.pt`` (``model.state_dict()`` of the DDP wrapper: ``module.`` keys)
     and ``ddp_weights.pt`` (``save_weights``: plain keys). Backend: NCCL when there is a GPU per
     process, else gloo on CPU. Every worker is joined before this returns (killed after
-    ``timeout_s``). Parameters end up equal on all ranks (``in_sync``); BatchNorm running
-    statistics do not, as each rank updates them from its own shard, so the files hold rank 0's.
+    ``timeout_s``). Parameters end up equal on all ranks (``in_sync``): DDP averages gradients.
+    BatchNorm running statistics are buffers, which DDP does not average; with the default
+    ``broadcast_buffers=True`` it copies rank 0's buffers to every rank at the start of each
+    forward pass, so all ranks train with rank 0's statistics, each then updates them from its own
+    batch, and after the last step they differ by that one update. The files hold rank 0's.
+    (``nn.SyncBatchNorm.convert_sync_batchnorm`` computes the statistics over all ranks' batches.)
 
     >>> run_ddp_demo(2, checkpoint_dir="runs/ddp")["in_sync"]
     True

@@ -365,7 +365,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypat
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", failing_save)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(CheckpointError, match="the disk is full"):
         save_checkpoint(path, model=_net(), epoch=2)
     assert path.read_bytes() == before and _files(tmp_path) == ["c.pt"]
     monkeypatch.undo()

@@ -1,17 +1,26 @@
-"""Atomic writes: a temporary file in the same folder, fsync, rename onto the target.
+"""Atomic writes, the temporary files a crash leaves behind, and the lock of a training folder.
 
 >>> _atomic_write(Path("runs/w.pt"), lambda f: f.write(b"data"))  # doctest: +SKIP
+>>> with FolderLock("runs/pipeline"):  # a second run on this folder now refuses  # doctest: +SKIP
+...     train()
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
+import shutil
+import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
-from helpers.checkpoint.errors import CheckpointError, PathLike
+from helpers.checkpoint.errors import CheckpointError, PathLike, _first_line
+
+LOCK_NAME = ".lock"
+_TEMP_NAME = re.compile(r"^\..+\.tmp-(\d+)$")
 
 
 def temp_path_for(path: PathLike) -> Path:
@@ -41,6 +50,7 @@ def _atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
     if path.is_dir():
         raise CheckpointError(path, "this is a folder", "Give a file name, e.g. runs/last.pt.")
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path.parent)
     tmp = temp_path_for(path)
     try:
         with open(tmp, "wb") as f:
@@ -48,8 +58,152 @@ def _atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if _disk_full(exc):
+            raise _disk_full_error(path, write) from None
         raise
     _fsync_dir(path.parent)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """ENOSPC/EDQUOT, or torch's zip writer noticing a short write (``unexpected pos``)."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("unexpected pos" in text or "No space left" in text)
+
+
+class _Counter:
+    """A write-only sink that only counts bytes: how big the file would have been."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def write(self, data: Any) -> int:
+        size = memoryview(data).nbytes
+        self.size += size
+        return size
+
+    def flush(self) -> None:
+        pass
+
+
+def _disk_full_error(path: Path, write: Callable[[BinaryIO], Any]) -> CheckpointError:
+    counter = _Counter()
+    try:
+        write(counter)  # type: ignore[arg-type]
+        needed = f"needs {_size(counter.size)}, "
+    except Exception:  # a writer that needs a real file (seek, fileno): size unknown
+        needed = ""
+    free = _size(shutil.disk_usage(path.parent).free)
+    return CheckpointError(
+        path, f"the disk is full: the file {needed}{free} free in {path.parent}",
+        "Free some space (delete old checkpoints or runs) or save to another disk. The previous "
+        "version of the file, if any, is intact; nothing was half-written.")
+
+
+def _size(size: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{int(size)} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):  # exists under another user, or cannot tell: keep
+        return True
+    return True
+
+
+def remove_stale_temps(folder: PathLike) -> list[Path]:
+    """Delete the ``.<name>.tmp-<pid>`` files of saves whose process no longer runs (kill -9).
+
+    Each save and ``load_checkpoint`` calls it for its folder; temps of running processes stay.
+
+    >>> remove_stale_temps("runs/pipeline")  # doctest: +SKIP
+    [PosixPath('runs/pipeline/.last.pt.tmp-4242')]
+    """
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            found = _TEMP_NAME.match(entry.name)
+            if not found or not entry.is_file(follow_symlinks=False):
+                continue
+            pid = int(found.group(1))
+            if pid != os.getpid() and not _process_exists(pid):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
+
+
+def _lock(file: IO[str]) -> None:
+    if os.name == "nt":  # pragma: no cover - Windows
+        import msvcrt
+
+        file.seek(0)
+        msvcrt.locking(file.fileno(), msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+class FolderLock:
+    """One training run per checkpoint folder: a second ``FolderLock`` on it refuses, naming the
+    process that holds it. The operating system drops the lock when that process ends, even by
+    kill -9, so a crash never leaves the folder locked.
+
+    >>> with FolderLock("runs/pipeline"):  # doctest: +SKIP
+    ...     fit(...)
+    """
+
+    def __init__(self, folder: PathLike) -> None:
+        self.folder = Path(folder)
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> FolderLock:
+        if self.folder.exists() and not self.folder.is_dir():
+            raise CheckpointError(self.folder, "this is a file, not a folder",
+                                  "Pass a folder for the checkpoints, e.g. runs/pipeline.")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            file = open(self.folder / LOCK_NAME, "a+")  # noqa: SIM115 - held until release()
+        except OSError as exc:
+            raise CheckpointError(self.folder, f"cannot write in this folder ({type(exc).__name__}: "
+                                               f"{_first_line(exc)})",
+                                  "Pass a folder you may write to.") from None
+        try:
+            _lock(file)
+        except OSError:
+            file.seek(0)
+            owner = file.read().strip() or "another process"
+            file.close()
+            raise CheckpointError(self.folder, f"another run is using this folder ({owner})",
+                                  "Wait until it ends or stop it, or pass another folder; two "
+                                  "runs in one folder would overwrite each other's last.pt and "
+                                  "best.pt.") from None
+        file.seek(0)
+        file.truncate()
+        file.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+        file.flush()
+        self._file = file
+        return self
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing drops the lock
+            self._file = None
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -27,6 +28,21 @@ def _strip_key(key: str, prefixes: tuple[str, ...]) -> str:
             return key
 
 
+def _checked_prefixes(prefixes: Iterable[str]) -> tuple[str, ...]:
+    """Prefixes as a tuple of module paths ending with '.' (``module.``, ``a.b.``), none starting
+    with another; anything else (``"."``, ``".."``, ``"a..``, a non-string) raises ``ValueError``."""
+    if isinstance(prefixes, str):
+        raise ValueError(f"prefixes must be a list or tuple of strings, got the string {prefixes!r}; "
+                         f"write ({prefixes!r},)")
+    prefixes = tuple(prefixes)
+    for prefix in prefixes:
+        if not isinstance(prefix, str) or not re.fullmatch(r"([^.]+\.)+", prefix) or any(
+                other != prefix and other.startswith(prefix) for other in prefixes):
+            raise ValueError(f"prefixes must be module paths ending with '.' (like 'module.'), "
+                             f"with no empty part and none starting with another; got {prefixes}")
+    return prefixes
+
+
 def strip_prefixes(state_dict: Mapping[str, Any],
                    prefixes: Iterable[str] = WRAPPER_PREFIXES) -> OrderedDict[str, Any]:
     """A new state_dict without wrapper prefixes at the start of its keys, in any order and repeat.
@@ -44,12 +60,11 @@ def strip_prefixes(state_dict: Mapping[str, Any],
     >>> list(strip_prefixes({"module._orig_mod.fc.bias": 0, "modules.0.w": 1}))
     ['fc.bias', 'modules.0.w']
     """
-    prefixes = tuple(prefixes)
-    for prefix in prefixes:
-        if not prefix.endswith(".") or prefix == "." or any(
-                other != prefix and other.startswith(prefix) for other in prefixes):
-            raise ValueError(f"prefixes must end with '.' and none may start with another; "
-                             f"got {prefixes}")
+    prefixes = _checked_prefixes(prefixes)
+    odd = next((k for k in state_dict if not isinstance(k, str)), None)
+    if odd is not None:
+        raise ValueError(f"state_dict keys must be strings like 'fc.weight', got {odd!r} "
+                         f"({type(odd).__name__}); is this a state_dict?")
     renamed: dict[str, list[str]] = {}
     for key in state_dict:
         renamed.setdefault(_strip_key(key, prefixes), []).append(key)

@@ -42,7 +42,23 @@ def _existing(path: PathLike) -> Path:
         names = sorted(p.name for p in path.iterdir())[:8]
         raise CheckpointError(path, "this is a folder, not a checkpoint file",
                               f"Pick one of its files: {names}")
+    if not path.is_file():  # a FIFO, socket or device would block or stream forever
+        raise CheckpointError(path, "this is not a regular file (a pipe, socket or device)",
+                              "Pass a checkpoint file saved on disk.")
     return path
+
+
+def _head(path: Path) -> bytes:
+    """The first 16 bytes; an unreadable file raises ``CheckpointError``, not ``PermissionError``."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(16)
+    except PermissionError:
+        raise CheckpointError(path, "permission denied: this user may not read the file",
+                              "Fix its permissions (chmod u+r) or copy it somewhere readable.") from None
+    except OSError as exc:
+        raise CheckpointError(path, f"cannot read it ({type(exc).__name__}: {_first_line(exc)})",
+                              DAMAGED_ADVICE) from None
 
 
 def _is_safetensors(path: Path, head: bytes) -> bool:
@@ -115,8 +131,7 @@ def _read(path: PathLike, *, map_location: Any = "cpu", trusted: bool = False,
           mmap: bool = True) -> Any:
     """Load any file these helpers accept; only a trusted file may run pickled code."""
     path = _existing(path)
-    with open(path, "rb") as f:
-        head = f.read(16)
+    head = _head(path)
     if not head:
         raise CheckpointError(path, "the file is empty (0 bytes)", DAMAGED_ADVICE)
     if _is_safetensors(path, head):

@@ -13,36 +13,72 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from helpers.checkpoint.atomic import _size
 from helpers.checkpoint.errors import _SHORT, RESERVED_KEYS, WEIGHT_KEYS, PathLike
-from helpers.checkpoint.reading import _ZIP_MAGIC, _existing, _is_safetensors, _is_state_dict, _read
+from helpers.checkpoint.reading import _ZIP_MAGIC, _existing, _head, _is_safetensors, _is_state_dict, _read
 from helpers.checkpoint.weights import _short_list
+from helpers.report import measured
+
+_WALK_LIMIT = 1_000_000  # entries visited at most: a crafted file cannot make a summary run forever
+_FACT_KEYS = ("config", "hparams", "hyperparameters", "args")  # set by hand, not measured
+_SCHEDULE_KEYS = ("lr", "learning_rate", "momentum", "betas", "weight_decay", "initial_lr",
+                  "max_lr", "min_lr")
 
 
-def _human_size(size: float) -> str:
-    if size < 1024:
-        return f"{int(size)} bytes"
-    for unit in ("KiB", "MiB", "GiB"):
-        size /= 1024
-        if size < 1024 or unit == "GiB":
-            return f"{size:.1f} {unit}"
-    raise AssertionError("unreachable")
-
-
-def _tensors_in(obj: Any) -> list[Tensor]:
+def _tensors_in(obj: Any) -> tuple[list[Tensor], bool]:
+    """The distinct tensors in nested dicts, lists and tuples, walked without recursion (any
+    depth) and bounded (``_WALK_LIMIT`` entries); the flag says the walk stopped early."""
     found: dict[int, Tensor] = {}
-
-    def walk(value: Any) -> None:
+    stack, visited = [obj], 0
+    while stack:
+        visited += 1
+        if visited > _WALK_LIMIT:
+            return list(found.values()), True
+        value = stack.pop()
         if isinstance(value, Tensor):
             found.setdefault(id(value), value)
         elif isinstance(value, Mapping):
-            for v in value.values():
-                walk(v)
+            stack.extend(value.values())
         elif isinstance(value, (list, tuple)):
-            for v in value:
-                walk(v)
+            stack.extend(value)
+    return list(found.values()), False
 
-    walk(obj)
-    return list(found.values())
+
+def _is_schedule(key: Any) -> bool:
+    return isinstance(key, str) and any(key == k or key.endswith("_" + k) for k in _SCHEDULE_KEYS)
+
+
+def _number(value: Any, schedule: bool) -> str:
+    """An int exactly; a schedule value (lr, momentum) to 3 significant digits; any other float is
+    a measurement (it comes out of training) and is printed through ``helpers.report.measured``."""
+    if isinstance(value, (bool, int)):
+        return str(value)
+    return f"{value:.3g}" if schedule else measured(value)
+
+
+def _shown(value: Any, key: Any = None, depth: int = 0, fact: bool = False) -> str:
+    """A short, rounded description of an extra for ``checkpoint_summary`` (bounded in depth and
+    length, so a crafted file cannot make it long or slow). Floats under a schedule key (``lr``)
+    or in a config are facts (3 significant digits); other floats are measurements (``≈``)."""
+    fact = fact or key in _FACT_KEYS
+    schedule = fact or _is_schedule(key)
+    if isinstance(value, (bool, int, float)):
+        return _number(value, schedule)
+    if isinstance(value, Tensor):
+        return f"tensor(shape {list(value.shape)}, {str(value.dtype).replace('torch.', '')})"
+    if isinstance(value, (list, tuple)) and depth < 3:
+        items = list(itertools.islice(value, 5))
+        more = ", ..." if len(value) > 4 else ""
+        floats = items and all(isinstance(v, float) for v in items)
+        if floats and not schedule:  # one mark for the whole list: sanitize.cfg masks it at once
+            return measured(items[:4])[:-1] + more + "]"
+        inner = ", ".join(_shown(v, key, depth + 1, fact) for v in items[:4]) + more
+        return f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
+    if isinstance(value, Mapping) and depth < 3:
+        items = list(itertools.islice(value.items(), 5))
+        inner = ", ".join(f"{_SHORT.repr(k)}: {_shown(v, k, depth + 1, fact)}" for k, v in items[:4])
+        return "{" + inner + (", ..." if len(value) > 4 else "") + "}"
+    return _SHORT.repr(value)
 
 
 def checkpoint_summary(path: PathLike) -> str:
@@ -54,12 +90,11 @@ def checkpoint_summary(path: PathLike) -> str:
     """
     path = _existing(path)
     obj = _read(path)
-    size = _human_size(path.stat().st_size)
-    with open(path, "rb") as f:
-        head = f.read(16)
+    size = _size(path.stat().st_size)
+    head = _head(path)
     container = ("safetensors" if _is_safetensors(path, head) else
                  "torch.save zip" if head.startswith(_ZIP_MAGIC) else "torch.save legacy")
-    tensors = _tensors_in(obj)
+    tensors, cut = _tensors_in(obj)
     values = sum(t.numel() for t in tensors)
     if _is_state_dict(obj):
         keys = list(obj)
@@ -73,9 +108,13 @@ def checkpoint_summary(path: PathLike) -> str:
     kind = (f"training checkpoint ({obj.get('format', 'foreign format')})" if is_checkpoint
             else "dict")
     lines = [f"{path.name}: {kind}, {size} on disk ({container})",
-             f"keys: {', '.join(map(str, obj))}"]
+             f"keys: {', '.join(map(str, itertools.islice(obj, 12)))}"
+             + (f", ... ({len(obj) - 12} more)" if len(obj) > 12 else "")]
     if "epoch" in obj:
-        lines.append(f"epoch: {obj['epoch']} (resumes at start_epoch {int(obj['epoch']) + 1})")
+        epoch = obj["epoch"]
+        resumes = (f" (resumes at start_epoch {epoch + 1})" if isinstance(epoch, int)
+                   and not isinstance(epoch, bool) else " (not a whole number: cannot resume)")
+        lines.append(f"epoch: {_SHORT.repr(epoch)}{resumes}")
     weights_key = next((k for k in WEIGHT_KEYS if _is_state_dict(obj.get(k))), None)
     if weights_key is not None:
         weights = obj[weights_key]
@@ -85,7 +124,8 @@ def checkpoint_summary(path: PathLike) -> str:
     optimizer = obj.get("optimizer", obj.get("optimizer_state_dict"))
     if isinstance(optimizer, Mapping):
         groups = optimizer.get("param_groups", [])
-        lr = groups[0].get("lr") if groups else None
+        lr = groups[0].get("lr") if groups and isinstance(groups[0], Mapping) else None
+        lr = f"{lr:.3g}" if isinstance(lr, float) else _SHORT.repr(lr)
         lines.append(f"optimizer: state for {len(optimizer.get('state', {}))} parameters, "
                      f"{len(groups)} param group(s), lr {lr}")
     if isinstance(obj.get("scheduler"), Mapping):
@@ -96,10 +136,11 @@ def checkpoint_summary(path: PathLike) -> str:
     if isinstance(obj.get("rng"), Mapping):
         lines.append(f"rng: {', '.join(obj['rng'])}")
     known = RESERVED_KEYS | set(WEIGHT_KEYS) | {"optimizer_state_dict"}
-    extras = [f"{k}={_SHORT.repr(v)}" for k, v in obj.items() if k not in known]
+    extras = [f"{k}={_shown(v, k)}" for k, v in itertools.islice(obj.items(), 40) if k not in known]
     if extras:
         lines.append(f"extras: {', '.join(extras)}")
-    lines.append(f"tensors in file: {len(tensors)}, {values:,} values")
+    lines.append(f"tensors in file: {len(tensors)}, {values:,} values"
+                 + (f" (stopped counting after {_WALK_LIMIT:,} entries)" if cut else ""))
     return "\n".join(lines)
 
 

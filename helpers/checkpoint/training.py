@@ -6,6 +6,7 @@ PosixPath('runs/last.pt')
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,10 +14,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from helpers.checkpoint.atomic import _atomic_write
+from helpers.checkpoint.atomic import _atomic_write, remove_stale_temps
 from helpers.checkpoint.errors import (
+    _SHORT,
     FORMAT,
     RESERVED_KEYS,
     WEIGHT_KEYS,
@@ -27,7 +29,7 @@ from helpers.checkpoint.errors import (
 from helpers.checkpoint.prefixes import unwrap_model
 from helpers.checkpoint.reading import _find_weights, _is_state_dict, _read
 from helpers.checkpoint.storable import _check_storable
-from helpers.checkpoint.weights import _load_state
+from helpers.checkpoint.weights import _plan_state
 
 
 def _rng_state() -> dict[str, Any]:
@@ -109,33 +111,93 @@ def load_checkpoint(path: PathLike, *, model: nn.Module, optimizer: Any = None,
     """
     path = Path(path)
     obj = _read(path, map_location=map_location, mmap=False)
+    remove_stale_temps(path.parent)
     if not isinstance(obj, Mapping) or "epoch" not in obj:
         what = "weights (a state_dict)" if _is_state_dict(obj) else "no epoch number"
         raise CheckpointError(path, f"it holds {what}, not a training checkpoint",
                               "Load it with load_weights(model, path) and train from epoch 0, or "
                               "pass a file written by save_checkpoint.")
-    _load_state(model, _find_weights(obj, path), path)
-    parts = (("optimizer", optimizer, ("optimizer", "optimizer_state_dict")),
-             ("scheduler", scheduler, ("scheduler", "scheduler_state_dict")),
-             ("scaler", scaler, ("scaler", "scaler_state_dict")))
-    for name, target, keys in parts:
-        if target is None:
-            continue
+    # Check everything first, then apply: a refused file leaves every object as it was.
+    epoch = obj["epoch"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int):
+        raise CheckpointError(path, f"its epoch is {_SHORT.repr(epoch)}, not a whole number",
+                              "The file was not written by save_checkpoint or was edited; use "
+                              "another checkpoint.")
+    state = _plan_state(model, _find_weights(obj, path), path)
+    parts = []
+    for name, target, keys in (("optimizer", optimizer, ("optimizer", "optimizer_state_dict")),
+                               ("scheduler", scheduler, ("scheduler", "scheduler_state_dict")),
+                               ("scaler", scaler, ("scaler", "scaler_state_dict"))):
         key = next((k for k in keys if k in obj), None)
-        if key is None:
+        if target is not None and key is None:
             raise CheckpointError(path, f"it holds no {name} state",
                                   f"It was saved without {name}=...; leave out {name}= here or "
                                   f"build a fresh {name}.")
-        try:
-            target.load_state_dict(obj[key])
-        except Exception as exc:
-            raise CheckpointError(
-                path, f"the {name} state does not fit ({type(exc).__name__}: {_first_line(exc)})",
-                f"Build the {name} as when saving (same type, same parameters in the same order "
-                f"and groups).") from None
-    if restore_rng and isinstance(obj.get("rng"), Mapping):
-        _restore_rng(obj["rng"])
-    known = RESERVED_KEYS | set(WEIGHT_KEYS) | {k for _, _, keys in parts for k in keys}
-    extras = {k: v for k, v in obj.items() if k not in known}
-    epoch = int(obj["epoch"])
+        if target is not None:
+            parts.append((name, target, obj[key]))
+    rng = obj.get("rng") if restore_rng else None
+    if rng is not None:
+        _check_rng(rng, path)
+    _apply(path, unwrap_model(model), state, parts, rng)
+    extras = {k: v for k, v in obj.items() if k not in _KNOWN}
     return {"epoch": epoch, "start_epoch": epoch + 1, **extras}
+
+
+_KNOWN = RESERVED_KEYS | set(WEIGHT_KEYS) | {"optimizer_state_dict", "scheduler_state_dict",
+                                            "scaler_state_dict"}
+
+
+def _check_rng(rng: Any, path: Path) -> None:
+    """Try each saved RNG state on the live generators, then put theirs back: a bad field is
+    named now instead of failing after the model was already loaded."""
+    if not isinstance(rng, Mapping):
+        raise CheckpointError(path, f"its rng entry is {_SHORT.repr(rng)}, not a dict of RNG states",
+                              "Load with restore_rng=False to skip it, or use another checkpoint.")
+    saved = _rng_state()
+    try:
+        for name in ("python", "numpy", "torch", "cuda"):
+            if name not in rng:
+                continue
+            try:
+                if name == "cuda":
+                    bad = not isinstance(rng["cuda"], (list, tuple)) or not all(
+                        isinstance(t, Tensor) and t.dtype == torch.uint8 for t in rng["cuda"])
+                    if bad:
+                        raise TypeError("expected a list of uint8 tensors")
+                else:
+                    _restore_rng({name: rng[name]})
+            except Exception as exc:
+                raise CheckpointError(
+                    path, f"rng[{name!r}] is not a valid {name} RNG state ({type(exc).__name__}: "
+                          f"{_first_line(exc)})",
+                    "The file was not written by save_checkpoint or was edited. Load with "
+                    "restore_rng=False to skip the RNG states, or use another checkpoint.") from None
+    finally:
+        _restore_rng(saved)
+
+
+def _apply(path: Path, model: nn.Module, state: Mapping[str, Any],
+           parts: list[tuple[str, Any, Any]], rng: Mapping[str, Any] | None) -> None:
+    """Load everything checked; if any part still refuses, put every object back as it was."""
+    before_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    before_parts = [(target, copy.deepcopy(target.state_dict())) for _, target, _ in parts]
+    before_rng = _rng_state()
+    try:
+        for name, target, part in parts:
+            try:
+                target.load_state_dict(part)
+            except Exception as exc:
+                raise CheckpointError(
+                    path, f"the {name} state does not fit ({type(exc).__name__}: "
+                          f"{_first_line(exc)})",
+                    f"Build the {name} as when saving (same type, same parameters in the same "
+                    f"order and groups).") from None
+        model.load_state_dict(state, strict=False)
+        if rng is not None:
+            _restore_rng(rng)
+    except BaseException:
+        model.load_state_dict(before_model, strict=False)
+        for target, part in before_parts:
+            target.load_state_dict(part)
+        _restore_rng(before_rng)
+        raise

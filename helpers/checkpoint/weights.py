@@ -31,11 +31,11 @@ def _excluded(key: str, exclude: Iterable[str]) -> bool:
     return any(key == name or key.startswith(name + ".") for name in exclude)
 
 
-def _load_state(model: nn.Module, state: Mapping[str, Tensor], path: Path, *, strict: bool = True,
-                exclude: Iterable[str] = ()) -> IncompatibleKeys:
-    """Match keys (stripping wrapper prefixes if that helps), check shapes, then load."""
-    target = unwrap_model(model)
-    own = target.state_dict()
+def _plan_state(model: nn.Module, state: Mapping[str, Tensor], path: Path, *, strict: bool = True,
+                exclude: Iterable[str] = ()) -> Mapping[str, Tensor]:
+    """Match keys (stripping wrapper prefixes if that helps) and check shapes and, when ``strict``,
+    that every key matches; raises before anything is loaded. Returns the state_dict to load."""
+    own = unwrap_model(model).state_dict()
     if not set(state) <= set(own):
         try:
             stripped = strip_prefixes(state)
@@ -60,8 +60,8 @@ def _load_state(model: nn.Module, state: Mapping[str, Tensor], path: Path, *, st
             f"The checkpoint comes from a model built differently (another class count?). Either "
             f"build the model as it was saved, load, then replace that layer (the head), or load "
             f"everything else with load_weights(model, path, strict=False, exclude={modules!r}).")
-    report = target.load_state_dict(state, strict=False)
-    missing, unexpected = list(report.missing_keys), list(report.unexpected_keys)
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
     if strict and (missing or unexpected):
         parts = [f"{len(missing)} missing", f"{len(unexpected)} unexpected"]
         detail = "".join([f"\n  missing from the file: {_short_list(missing)}" if missing else "",
@@ -70,9 +70,15 @@ def _load_state(model: nn.Module, state: Mapping[str, Tensor], path: Path, *, st
             path, f"its keys do not match the model ({', '.join(parts)}):{detail}",
             "Is this the right model class and configuration? If a part differs on purpose, load "
             "with strict=False and check the returned missing_keys and unexpected_keys.")
-    return IncompatibleKeys(missing, unexpected)
+    return state
 
 
+def _load_state(model: nn.Module, state: Mapping[str, Tensor], path: Path, *, strict: bool = True,
+                exclude: Iterable[str] = ()) -> IncompatibleKeys:
+    """Check everything first (``_plan_state``), then load: a refused file changes nothing."""
+    state = _plan_state(model, state, path, strict=strict, exclude=exclude)
+    report = unwrap_model(model).load_state_dict(state, strict=False)
+    return IncompatibleKeys(list(report.missing_keys), list(report.unexpected_keys))
 
 
 def _safetensors_bytes(state: Mapping[str, Tensor]) -> bytes:
