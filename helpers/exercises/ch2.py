@@ -1,9 +1,13 @@
 """Checkers for chapter 2, modifying models (``notebooks/02_model_modification.ipynb``).
 
+>>> check_new_head(exercise_net, num_classes=settings.num_classes)  # fc still None
+[TODO] Replace None by a new nn.Linear head: exercise_net.fc = nn.Linear(...), in_features ...
 >>> check_new_head(net, num_classes=settings.num_classes)
 [OK] head Linear(512 -> 10), output (2, 10)
 
-Each checker prints one "[OK] ..." line or raises ``ExerciseError`` that says what to change.
+Each checker prints one line, ``[TODO]``, ``[TRY AGAIN]`` or ``[OK]``, and never raises; the strict
+version (raises ``ExerciseError``, returns True) is ``check_x.__wrapped__``. ``solution(n)``
+shows the answer to exercise ``n``.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from helpers.exercises import ExerciseError, passed, require
+from helpers.exercises import ExerciseError, Unanswered, checker, passed, require, solution_lookup
 from helpers.models import count_parameters
 
 
@@ -49,13 +53,21 @@ def _classes_message(got: int, num_classes: int) -> str:
             f"new head with settings.num_classes outputs")
 
 
+TODO_NEW_HEAD = ("Replace None by a new nn.Linear head: exercise_net.fc = nn.Linear(...), "
+                 "in_features read from the old head, settings.num_classes outputs")
+
+
+@checker(todo=TODO_NEW_HEAD)
 def check_new_head(model: nn.Module, *, num_classes: int) -> bool:
     """Exercise 1: ``model.fc`` is a new ``nn.Linear`` that maps the backbone's features to
-    ``num_classes`` logits.
+    ``num_classes`` logits. ``model.fc = None`` (the scaffold) counts as not answered yet.
 
-    >>> check_new_head(net, num_classes=5)
+    >>> check_new_head.__wrapped__(net, num_classes=5)
     [OK] head Linear(512 -> 5), output (2, 5)
+    True
     """
+    if "fc" in getattr(model, "_modules", {}) and model.fc is None:
+        raise Unanswered(TODO_NEW_HEAD)
     head = getattr(model, "fc", None)
     require(isinstance(head, nn.Linear),
             f"model.fc is {'an ' + type(head).__name__ if head is not None else 'missing'}; "
@@ -86,11 +98,19 @@ def _top_names(names: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(name.split(".")[0] for name in names))
 
 
+TODO_FROZEN = ("Every parameter still trains: freeze the model, then unfreeze layer4 and fc "
+               "(freeze/unfreeze from helpers.modify)")
+
+
+@checker(todo=TODO_FROZEN)
 def check_frozen_except(model: nn.Module, trainable: tuple[str, ...] = ("layer4", "fc")) -> bool:
     """Exercise 2: only the parameters under ``trainable`` (default layer4 and fc) can train.
 
-    >>> check_frozen_except(net)
+    A model with nothing frozen at all is the untouched scaffold: not answered yet.
+
+    >>> check_frozen_except.__wrapped__(net)
     [OK] 8,398,858 of 11,181,642 parameters trainable: layer4, fc
+    True
     """
     prefixes = tuple(f"{name}." for name in trainable)
     params = list(model.named_parameters())
@@ -98,6 +118,8 @@ def check_frozen_except(model: nn.Module, trainable: tuple[str, ...] = ("layer4"
         require(any(n.startswith(f"{name}.") for n, _ in params),
                 f"the model has no parameters under {name!r}; is this the right model?")
     should_train = {n: n.startswith(prefixes) for n, _ in params}
+    if not all(should_train.values()) and all(p.requires_grad for _, p in params):
+        raise Unanswered(TODO_FROZEN)
     wrongly_trainable = [n for n, p in params if p.requires_grad and not should_train[n]]
     wrongly_frozen = [n for n, p in params if not p.requires_grad and should_train[n]]
     problems = []
@@ -117,14 +139,24 @@ def check_frozen_except(model: nn.Module, trainable: tuple[str, ...] = ("layer4"
                   f"{', '.join(trainable)}")
 
 
+TODO_LOGITS_FEATURES = ("Write __init__ and forward of LogitsFeaturesExtra: a resnet18 backbone "
+                        "with fc = nn.Identity(), a head on features + extra, forward returns "
+                        "(logits, features)")
+
+
+@checker(todo=TODO_LOGITS_FEATURES)
 def check_logits_and_features(model: nn.Module, *, num_classes: int, extra_dim: int,
                               feature_dim: int | None = None) -> bool:
     """Exercise 3: ``model(x, extra)`` returns ``(logits, features)``, and the logits depend on
     the extra input.
 
-    >>> check_logits_and_features(model, num_classes=5, extra_dim=2, feature_dim=512)
+    >>> check_logits_and_features.__wrapped__(model, num_classes=5, extra_dim=2, feature_dim=512)
     [OK] logits (3, 5), features (3, 512); the extra input changes the logits
+    True
     """
+    require(isinstance(model, nn.Module) and "_modules" in vars(model),
+            f"exercise_model should be an initialised nn.Module, got "
+            f"{type(model).__name__}; does __init__ call super().__init__() first?")
     x = _images(model, batch=3)
     extra = torch.randn(3, extra_dim, generator=torch.Generator().manual_seed(1)).to(x.device)
     out = _call(model, "model(x, extra)", x, extra)
@@ -158,6 +190,11 @@ def check_logits_and_features(model: nn.Module, *, num_classes: int, extra_dim: 
                   f"input changes the logits")
 
 
+TODO_LOADED = ("Build `loaded`: a resnet18 for settings.num_classes classes whose backbone "
+               "holds the weights saved in resnet18_path (fix (a) or fix (b) of section 2)")
+
+
+@checker(todo=TODO_LOADED)
 def check_loaded_checkpoint(model: nn.Module, checkpoint: str | Path | Mapping[str, Tensor], *,
                             num_classes: int, head: str = "fc") -> bool:
     """Exercise 4: every backbone tensor equals the checkpoint's, and the head has
@@ -165,9 +202,12 @@ def check_loaded_checkpoint(model: nn.Module, checkpoint: str | Path | Mapping[s
 
     ``checkpoint`` is a state_dict or the path of a saved one.
 
-    >>> check_loaded_checkpoint(model, "runs/ch2/resnet18_1000.pt", num_classes=5)
+    >>> check_loaded_checkpoint.__wrapped__(model, "runs/ch2/resnet18_1000.pt", num_classes=5)
     [OK] 120 backbone tensors equal the checkpoint; head Linear(512 -> 5)
+    True
     """
+    require(isinstance(model, nn.Module),
+            f"loaded should be the model (an nn.Module), got {type(model).__name__}")
     if isinstance(checkpoint, (str, Path)):
         checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)
     prefix = f"{head}."
@@ -197,3 +237,50 @@ def check_loaded_checkpoint(model: nn.Module, checkpoint: str | Path | Mapping[s
     require(layer.out_features == num_classes, _classes_message(layer.out_features, num_classes))
     return passed(f"{len(backbone)} backbone tensors equal the checkpoint; head "
                   f"Linear({layer.in_features} -> {layer.out_features})")
+
+
+# Solutions: each one replaces its exercise cell as a whole (names as in the notebook).
+SOLUTIONS = {
+    1: """
+        exercise_net = resnet18(weights=None).to(settings.device)
+        # A new head: the old head's in_features, settings.num_classes outputs, on the device.
+        exercise_net.fc = nn.Linear(exercise_net.fc.in_features, settings.num_classes).to(
+            settings.device)
+        """,
+    2: """
+        from helpers.modify import freeze, unfreeze
+
+        finetune_net = resnet18(weights=None, num_classes=settings.num_classes)
+        finetune_net = finetune_net.to(settings.device)
+        freeze(finetune_net)
+        for part in (finetune_net.layer4, finetune_net.fc):
+            unfreeze(part)
+        """,
+    3: """
+        class LogitsFeaturesExtra(nn.Module):
+            def __init__(self, num_classes, extra_dim):
+                super().__init__()
+                self.backbone = resnet18(weights=None)
+                feature_dim = self.backbone.fc.in_features
+                self.backbone.fc = nn.Identity()
+                self.head = nn.Linear(feature_dim + extra_dim, num_classes)
+
+            def forward(self, x, extra):
+                features = self.backbone(x)
+                logits = self.head(torch.cat([features, extra], dim=1))
+                return logits, features
+
+
+        extra_dim = 2
+        exercise_model = LogitsFeaturesExtra(settings.num_classes, extra_dim).to(settings.device)
+        """,
+    4: """
+        loaded = resnet18(weights=None, num_classes=settings.num_classes).to(settings.device)
+        saved = torch.load(resnet18_path, map_location=settings.device, weights_only=True)
+        report = loaded.load_state_dict(
+            {k: v for k, v in saved.items() if not k.startswith("fc.")}, strict=False)
+        assert report.missing_keys == ["fc.weight", "fc.bias"] and not report.unexpected_keys
+        """,
+}
+
+solution = solution_lookup(2, SOLUTIONS)
