@@ -28,11 +28,18 @@ import torch
 from torch import nn
 
 from helpers.checkpoint import CheckpointError, PathLike, _read, load_weights, save_weights, unwrap_model
+from helpers.checkpoint.atomic import _atomic_write
 from helpers.models import TinyResNet
 from helpers.plots import predict
 
 # TinyResNet's constructor arguments, as a sidecar or a checkpoint's config stores them.
 ARCH_KEYS = ("num_classes", "in_channels", "width", "depth", "dropout")
+# What a sidecar may ask for: the integer arguments' sane ranges (a typo like width 100000 would
+# try to allocate gigabytes), the size of the file and of the class names.
+INT_RANGES = {"num_classes": (1, 100_000), "in_channels": (1, 64), "width": (1, 1024),
+              "depth": (1, 64)}
+MAX_SIDECAR_BYTES = 1 << 20
+MAX_NAME_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -85,14 +92,80 @@ def save_for_deployment(model: nn.Module, path: PathLike, *,
                          f"names were given; pass one name per output")
     weights = save_weights(model, path)
     sidecar = sidecar_path(weights)
-    tmp = sidecar.with_name(f".{sidecar.name}.tmp")
-    tmp.write_text(json.dumps({"class_names": names, "config": config}, indent=2) + "\n")
-    tmp.replace(sidecar)
+    text = json.dumps({"class_names": names, "config": config}, indent=2) + "\n"
+    _atomic_write(sidecar, lambda f: f.write(text.encode()))  # temp with pid, fsync, rename
     return weights, sidecar
 
 
-def _arch(config: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: config[key] for key in ARCH_KEYS if key in config}
+def check_config(config: Any, source: PathLike) -> dict[str, Any]:
+    """The ``TinyResNet`` arguments in ``config``, checked: a dict, ints in ``INT_RANGES``, a
+    dropout in [0, 1); anything else raises ``CheckpointError`` naming the value, before a model
+    is built. Keys that are not ``TinyResNet`` arguments (a training config's ``lr``) are ignored.
+
+    >>> check_config({"num_classes": 10, "width": 64, "lr": 0.01}, "digits.json")
+    {'num_classes': 10, 'width': 64}
+    """
+    advice = "Write it again with save_for_deployment, or fix the value."
+    if not isinstance(config, Mapping):
+        raise CheckpointError(source, f"config must be a dict of TinyResNet arguments, got "
+                                      f"{type(config).__name__}", advice)
+    checked: dict[str, Any] = {}
+    for key in ARCH_KEYS:
+        if key not in config or config[key] is None:
+            continue
+        value = config[key]
+        if key == "dropout":
+            ok = (not isinstance(value, bool) and isinstance(value, (int, float))
+                  and 0 <= value < 1)
+            if not ok:
+                raise CheckpointError(source, f"config dropout must be a number in [0, 1), got "
+                                              f"{value!r}", advice)
+            checked[key] = float(value)
+            continue
+        low, high = INT_RANGES[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise CheckpointError(source, f"config {key} must be a whole number from {low} to "
+                                          f"{high}, got {value!r}", advice)
+        checked[key] = value
+    return checked
+
+
+def check_class_names(names: Any, source: PathLike) -> list[str]:
+    """``names`` as a list of strings (not one string, which would split into characters)."""
+    advice = "Write it again with save_for_deployment(model, path, class_names=[...])."
+    if isinstance(names, (str, bytes)) or not isinstance(names, (list, tuple)):
+        raise CheckpointError(source, f"class_names must be a list of strings, got "
+                                      f"{type(names).__name__} {str(names)[:40]!r}", advice)
+    if len(names) > INT_RANGES["num_classes"][1]:
+        raise CheckpointError(source, f"{len(names):,} class names is more than the "
+                                      f"{INT_RANGES['num_classes'][1]:,} allowed", advice)
+    bad = next((n for n in names if not isinstance(n, str) or len(n) > MAX_NAME_CHARS), None)
+    if bad is not None:
+        raise CheckpointError(source, f"each class name must be a string of at most "
+                                      f"{MAX_NAME_CHARS} characters, got {str(bad)[:40]!r}", advice)
+    return list(names)
+
+
+def _read_sidecar(sidecar: Path) -> dict[str, Any]:
+    advice = "Write it again with save_for_deployment."
+    try:
+        size = sidecar.stat().st_size
+        if size > MAX_SIDECAR_BYTES:
+            raise CheckpointError(sidecar, f"the sidecar is {size:,} bytes; a real one is a few "
+                                           f"hundred (at most {MAX_SIDECAR_BYTES:,})", advice)
+        meta = json.loads(sidecar.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise CheckpointError(sidecar, "not UTF-8 text", advice) from None
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(sidecar, f"not valid JSON ({exc})", advice) from None
+    except RecursionError:
+        raise CheckpointError(sidecar, "its JSON is nested too deeply to be a sidecar", advice) from None
+    except OSError as exc:
+        raise CheckpointError(sidecar, f"cannot read it ({type(exc).__name__}: {exc.strerror})",
+                              advice) from None
+    if not isinstance(meta, dict) or "class_names" not in meta or "config" not in meta:
+        raise CheckpointError(sidecar, "it has no class_names and config", advice)
+    return meta
 
 
 def read_deploy_info(path: PathLike) -> DeployInfo | None:
@@ -105,20 +178,15 @@ def read_deploy_info(path: PathLike) -> DeployInfo | None:
     """
     path = Path(path)
     sidecar = sidecar_path(path)
-    if sidecar.is_file():
-        try:
-            meta = json.loads(sidecar.read_text())
-        except json.JSONDecodeError as exc:
-            raise CheckpointError(sidecar, f"not valid JSON ({exc})",
-                                  "Write it again with save_for_deployment.") from None
-        if not isinstance(meta, dict) or "class_names" not in meta or "config" not in meta:
-            raise CheckpointError(sidecar, "it has no class_names and config",
-                                  "Write it again with save_for_deployment.")
-        return DeployInfo(_arch(meta["config"]), list(meta["class_names"]), sidecar.name)
+    if sidecar.exists():
+        meta = _read_sidecar(sidecar)
+        return DeployInfo(check_config(meta["config"], sidecar),
+                          check_class_names(meta["class_names"], sidecar), sidecar.name)
     obj = _read(path)
     if isinstance(obj, Mapping) and "class_names" in obj:
         config = obj.get("config") if isinstance(obj.get("config"), Mapping) else {}
-        return DeployInfo(_arch(config), list(obj["class_names"]), "checkpoint extras")
+        return DeployInfo(check_config(config, path), check_class_names(obj["class_names"], path),
+                          "checkpoint extras")
     return None
 
 
@@ -140,7 +208,12 @@ def load_for_inference(path: PathLike, *, device: torch.device | str = "cpu",
                                     f"{sidecar_path(path).name} and no config in the file",
                               "Pass --num-classes (and --width/--depth as trained), or save with "
                               "helpers.deploy.save_for_deployment.")
-    model = TinyResNet(**config)
+    config = check_config(config, path)  # overrides too: nothing huge is built
+    try:
+        model = TinyResNet(**config)
+    except (ValueError, RuntimeError) as exc:
+        raise CheckpointError(path, f"cannot build TinyResNet({config}): {exc}",
+                              "Pass the arguments the model was trained with.") from None
     load_weights(model, path, map_location="cpu")  # strict: every key must fit
     names = info.class_names if info else [str(i) for i in range(config["num_classes"])]
     if len(names) != config["num_classes"]:
@@ -189,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         model, names = load_for_inference(args.checkpoint, device=device,
                                           num_classes=args.num_classes, width=args.width,
                                           depth=args.depth)
-    except (SettingsError, CheckpointError, FileNotFoundError) as exc:
+    except (SettingsError, CheckpointError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     config = tiny_resnet_config(model)
@@ -204,9 +277,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"first {shown} predicted: {' '.join(names[int(i)] for i in predicted[:shown])}")
         print(f"first {shown} true:      {' '.join(names[int(i)] for i in test.y[:shown])}")
     if args.predictions is not None:
-        args.predictions.parent.mkdir(parents=True, exist_ok=True)
-        args.predictions.write_text(json.dumps({"class_names": names, "accuracy": accuracy,
-                                                "predicted": predicted.tolist()}) + "\n")
+        try:
+            args.predictions.parent.mkdir(parents=True, exist_ok=True)
+            args.predictions.write_text(json.dumps({"class_names": names, "accuracy": accuracy,
+                                                    "predicted": predicted.tolist()}) + "\n")
+        except OSError as exc:
+            print(f"error: cannot write --predictions {args.predictions}: {exc.strerror}",
+                  file=sys.stderr)
+            return 2
     if accuracy < args.min_accuracy:
         print(f"error: test accuracy {accuracy:.2f} is below --min-accuracy {args.min_accuracy}",
               file=sys.stderr)
@@ -214,8 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["DeployInfo", "load_for_inference", "predict_names", "read_deploy_info",
-           "save_for_deployment", "sidecar_path", "tiny_resnet_config"]
+__all__ = ["DeployInfo", "check_class_names", "check_config", "load_for_inference", "predict_names",
+           "read_deploy_info", "save_for_deployment", "sidecar_path", "tiny_resnet_config"]
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ One module per concern:
 
 from __future__ import annotations
 
-from helpers.checkpoint.atomic import _atomic_write, temp_path_for
+from helpers.checkpoint.atomic import FolderLock, _atomic_write, remove_stale_temps, temp_path_for
+from helpers.checkpoint.callbacks import BestAndLast
 from helpers.checkpoint.errors import (
     FORMAT,
     RESERVED_KEYS,
@@ -41,8 +42,9 @@ from helpers.checkpoint.summary import checkpoint_summary, outputs_equal, state_
 from helpers.checkpoint.training import load_checkpoint, save_checkpoint
 from helpers.checkpoint.weights import load_weights, load_whole_model, save_weights
 
-__all__ = ["FORMAT", "RESERVED_KEYS", "WEIGHT_KEYS", "WRAPPER_PREFIXES", "CheckpointError",
-           "IncompatibleKeys", "PathLike", "_atomic_write", "_read", "checkpoint_summary",
+__all__ = ["FORMAT", "RESERVED_KEYS", "WEIGHT_KEYS", "WRAPPER_PREFIXES", "BestAndLast",
+           "CheckpointError", "FolderLock", "IncompatibleKeys", "PathLike", "_atomic_write", "_read",
+           "checkpoint_summary", "remove_stale_temps",
            "load_checkpoint", "load_weights", "load_whole_model", "outputs_equal",
            "save_checkpoint", "save_weights", "state_dicts_equal", "strip_prefixes",
            "temp_path_for", "unwrap_model"]
