@@ -1,6 +1,6 @@
 """`make bench`: course runtime, training-loop overhead, checkpoint I/O, accuracy against time.
 
-    python -m bench.run [--repeats 5] [--quick] [--only loop,io,accuracy,course]
+    python -m bench.run [--repeats 5] [--quick] [--only loop,io,accuracy,course,export]
 
 Every figure is a median of ``--repeats`` runs measured here and now; ratios are taken between
 numbers from the same run. Prints a Markdown table and writes ``bench/results/latest.json`` (and a
@@ -241,6 +241,62 @@ def bench_accuracy(repeats: int, quick: bool) -> dict:
             "seconds_to_97": reach[0]}
 
 
+# ---------------------------------------------------------------- 5. export (helpers.export)
+def _latency(fn: Callable[[], object], calls: int) -> float:
+    """Median seconds of one call, after one warm-up call."""
+    return median_time(fn, calls, warmup=1)
+
+
+def bench_export(repeats: int, quick: bool) -> dict:
+    """Export time (ONNX, .pt2) and eager vs onnxruntime CPU latency at batch 1 and 256."""
+    import onnxruntime
+
+    from helpers.export import example_input, export_onnx, export_pt2
+    from helpers.models import TinyResNet
+
+    torch.manual_seed(0)
+    model = TinyResNet(10).eval()  # the default size: width 64, depth 4
+    names = [str(i) for i in range(10)]
+    tmp = Path(tempfile.mkdtemp(prefix="bench-export-", dir=ROOT / "bench"))
+    try:
+        onnx_path, pt2_path = tmp / "m.onnx", tmp / "m.pt2"
+        n = 1 if quick else repeats
+        r = {"model": "TinyResNet(10), width 64, depth 4",
+             "export_onnx_s": median_time(lambda: export_onnx(model, onnx_path, class_names=names),
+                                          n, warmup=0 if quick else 1),
+             "export_pt2_s": median_time(lambda: export_pt2(model, pt2_path, class_names=names),
+                                         n, warmup=0 if quick else 1)}
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()  # same threads as eager
+        session = onnxruntime.InferenceSession(str(onnx_path), options,
+                                               providers=["CPUExecutionProvider"])
+        r["threads"] = torch.get_num_threads()
+        for batch, calls in ((1, 20 if quick else 300), (256, 3 if quick else 30)):
+            x = example_input(model, batch)
+            feed = {session.get_inputs()[0].name: x.numpy()}
+
+            def eager(x=x):
+                with torch.inference_mode():
+                    model(x)
+
+            r[f"eager_b{batch}_s"] = _latency(eager, calls)
+            r[f"onnxruntime_b{batch}_s"] = _latency(lambda feed=feed: session.run(None, feed), calls)
+            r[f"onnxruntime_over_eager_b{batch}"] = r[f"onnxruntime_b{batch}_s"] / r[f"eager_b{batch}_s"]
+        return r
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _export_rows(ex: dict, row: Callable[[str, str, float, str], None], lines: list[str]) -> None:
+    lines.append(f"| export model | {ex['model']}, {ex['threads']} thread(s) | |")
+    row("export to ONNX (torch.onnx.export, dynamo)", "", ex["export_onnx_s"], " s")
+    row("export to .pt2 (torch.export + save)", "", ex["export_pt2_s"], " s")
+    for batch in (1, 256):
+        row(f"eager forward, batch {batch}", "", ex[f"eager_b{batch}_s"] * 1e3, " ms")
+        row(f"onnxruntime CPU, batch {batch}", "", ex[f"onnxruntime_b{batch}_s"] * 1e3, " ms")
+        row(f"onnxruntime / eager, batch {batch}", "", ex[f"onnxruntime_over_eager_b{batch}"], "x")
+
+
 # ---------------------------------------------------------------- report
 def machine() -> dict:
     cpu = platform.processor()
@@ -309,6 +365,8 @@ def markdown(results: dict) -> str:
         curve = ", ".join(f"{p['test_acc']:.3f}" for p in acc["curve"])
         lines.append(f"| test accuracy per epoch (ch. 4 model) | {curve} | |")
         row("seconds of training to 97 % test accuracy", "", acc["seconds_to_97"], " s")
+    if "export" in results:
+        _export_rows(results["export"], row, lines)
     return "\n".join(lines)
 
 
@@ -316,13 +374,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="smoke mode: 1 repeat, small sizes")
-    parser.add_argument("--only", default="loop,io,accuracy,course")
+    parser.add_argument("--only", default="loop,io,accuracy,course,export")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     repeats = 1 if args.quick else args.repeats
     if repeats < 1:
         parser.error("--repeats must be at least 1")
-    benches = {"loop": bench_loop, "io": bench_io, "accuracy": bench_accuracy, "course": bench_course}
+    benches = {"loop": bench_loop, "io": bench_io, "accuracy": bench_accuracy, "course": bench_course,
+               "export": bench_export}
     wanted = [w.strip() for w in args.only.split(",") if w.strip()]
     unknown = sorted(set(wanted) - set(benches))
     if unknown:
