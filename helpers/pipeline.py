@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import signal
 import sys
 from pathlib import Path
@@ -27,9 +29,9 @@ import torch
 from torch import nn
 from torch.utils.data import DistributedSampler
 
-from helpers.checkpoint import load_checkpoint, save_checkpoint, unwrap_model
+from helpers.checkpoint import BestAndLast, CheckpointError, FolderLock, load_checkpoint, unwrap_model
 from helpers.data import load_digits, make_loader
-from helpers.distributed import barrier, cleanup_distributed, is_main_process, setup_distributed
+from helpers.distributed import cleanup_distributed, is_main_process, setup_distributed
 from helpers.models import TinyResNet
 from helpers.seeding import seed_everything
 from helpers.settings import SettingsError, parse_device, parse_num_classes
@@ -44,11 +46,36 @@ def _positive(kind: type) -> Any:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        if not (value > 0 and math.isfinite(value)):  # also refuses nan and inf
+            finite = "finite " if kind is float else ""
+            raise argparse.ArgumentTypeError(f"expected a positive {finite}{kind.__name__}, got {text!r}")
         return value
 
     return parse
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value < 2**32:  # what NumPy's seed accepts
+        raise argparse.ArgumentTypeError(f"expected a seed from 0 to 2**32 - 1, got {text!r}")
+    return value
+
+
+def _check_folder(folder: Path) -> str | None:
+    """Why ``folder`` cannot hold checkpoints (a file, not writable), or None when it can."""
+    if folder.exists() and not folder.is_dir():
+        return f"--checkpoint-dir {folder} is a file, not a folder"
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"--checkpoint-dir {folder}: {existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"--checkpoint-dir {folder}: no permission to write in {existing}"
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint-dir", type=Path, default=Path("runs/pipeline"),
                         help="where last.pt, best.pt and metrics.json go (default runs/pipeline)")
     parser.add_argument("--resume", action="store_true", help="continue from CHECKPOINT_DIR/last.pt")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=_seed, default=0, help="random seed, 0..2**32-1 (default 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, only the summary")
     return parser
 
@@ -85,6 +112,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(str(exc))
     if not 0 <= args.dropout < 1:
         parser.error(f"--dropout must be in [0, 1), got {args.dropout}")
+    problem = _check_folder(args.checkpoint_dir)
+    if problem:
+        parser.error(problem)
     return args
 
 
@@ -102,6 +132,27 @@ def _on_sigterm(signum, frame):  # pragma: no cover - exercised through a subpro
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Train (or resume) and return a summary dict; rank 0 also writes metrics.json."""
+    # One run per folder: rank 0 locks it before anything else (another run is refused, named).
+    lock = FolderLock(args.checkpoint_dir).acquire() if os.environ.get("RANK", "0") == "0" else None
+    try:
+        return _run(args)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _resume_state(state: dict[str, Any], last: Path) -> dict[str, Any]:
+    """The pipeline's extras in ``last``; a checkpoint written by anything else is refused."""
+    missing = [k for k in ("config", "history", "best_acc") if k not in state]
+    if missing or not isinstance(state["config"], dict) or "epochs" not in state["config"]:
+        what = ", ".join(missing) if missing else "config['epochs']"
+        raise CheckpointError(last, f"it has no {what}, so it was not written by helpers.pipeline",
+                              "Resume only from a pipeline run's last.pt, or start a new run "
+                              "without --resume (another --checkpoint-dir keeps this file).")
+    return state
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
     dist = setup_distributed(args.device)
     device, rank, world = dist.device, dist.rank, dist.world_size
     seed_everything(args.seed)
@@ -116,13 +167,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     scheduler = one_cycle(optimizer, max_lr=args.lr, epochs=args.epochs, steps_per_epoch=len(loader))
     planned_steps = scheduler.total_steps
     ckpt_dir = args.checkpoint_dir
-    history, start_epoch, best_acc = History(), 0, -1.0
+    history, start_epoch, best_acc = History(), 0, None
     if args.resume:
         last = ckpt_dir / LAST
         if not last.exists():
             raise SystemExit(f"--resume: no checkpoint at {last}; run once without --resume first")
-        state = load_checkpoint(last, model=model, optimizer=optimizer, scheduler=scheduler,
-                                map_location=device)
+        state = _resume_state(load_checkpoint(last, model=model, optimizer=optimizer,
+                                              scheduler=scheduler, map_location=device), last)
         planned = state["config"]["epochs"]
         if planned != args.epochs:
             raise SystemExit(
@@ -147,21 +198,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         wrapped = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
 
-    def checkpoint(epoch: int, hist: History) -> None:
-        nonlocal best_acc
-        # Every rank evaluates the full validation split with the same weights, so all agree.
-        improved = hist.val_acc[-1] > best_acc
-        best_acc = max(best_acc, hist.val_acc[-1])
-        if is_main_process():
-            ckpt_dir.mkdir(parents=True, exist_ok=True)
-            extra = dict(best_acc=best_acc, history=hist.to_dict(), class_names=data.class_names,
-                         config=config, world_size=world)
-            save_checkpoint(ckpt_dir / LAST, model=unwrap_model(wrapped), optimizer=optimizer,
-                            scheduler=scheduler, epoch=epoch, **extra)
-            if improved:
-                save_checkpoint(ckpt_dir / BEST, model=unwrap_model(wrapped), epoch=epoch, **extra)
-        if world > 1:
-            barrier()
+    # last.pt every epoch, best.pt when val_acc improves. Every rank evaluates the full validation
+    # split with the same weights, so all agree on the best; rank 0 writes, the others wait.
+    checkpoint = BestAndLast(ckpt_dir, model=model, optimizer=optimizer, scheduler=scheduler,
+                             metric="val_acc", best=best_acc, save=is_main_process(),
+                             last_name=LAST, best_name=BEST, class_names=data.class_names,
+                             config=config, world_size=world)
 
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
@@ -173,6 +215,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         signal.signal(signal.SIGTERM, previous)
     test_loss, test_acc = evaluate(unwrap_model(wrapped), data.test)
+    best_acc = checkpoint.best if checkpoint.best is not None else float("nan")
     summary = {"rank": rank, "epochs": args.epochs, "world_size": world, "device": str(device),
                "num_classes": args.num_classes, "best_val_acc": best_acc, "test_acc": test_acc,
                "test_loss": test_loss, "checkpoint": str(ckpt_dir / LAST)}
@@ -186,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         summary = run(args)
+    except CheckpointError as exc:  # a refused --resume file, a locked folder, a full disk
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         last = args.checkpoint_dir / LAST
         where = (f"the last complete checkpoint is {last}" if last.exists()
