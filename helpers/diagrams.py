@@ -1,0 +1,396 @@
+"""Diagrams that teach faster than prose, drawn with matplotlib (PNG in every front end).
+
+>>> containers()                                  # ch1: Sequential, ModuleList, ModuleDict, list
+>>> state_dict_tree(ddp_model.state_dict())       # ch3: the key tree, wrapper prefixes in red
+>>> checkpoint_anatomy(torch.load("runs/last.pt"))  # ch3: what a training checkpoint holds
+>>> pipeline_flowchart()                          # ch4: define -> train -> ... -> resume
+
+Each function returns a matplotlib ``Figure``; a notebook cell that ends with the call shows it as
+a PNG image, which JupyterLab, Colab, VS Code and GitHub all render (mermaid and friends render
+only in some). Nothing is written to disk; ``fig.savefig(...)`` if you want a file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from matplotlib.figure import Figure
+
+#: Box colours: (face, edge).
+_BLUE = ("#dbe9f6", "#2b6cb0")
+_GREEN = ("#dff3e4", "#2f855a")
+_ORANGE = ("#fdebd3", "#c05621")
+_PURPLE = ("#ece4f7", "#6b46c1")
+_GREY = ("#f2f2f2", "#8a8a8a")
+_RED = ("#fde2e1", "#c53030")
+
+
+def _figure(width: float, height: float, ncols: int = 1, *,
+            margins: Mapping[str, float] | None = None) -> tuple[Figure, Any]:
+    """A figure whose axes run from 0 to 1 with no ticks or frame (we draw in axes units)."""
+    import matplotlib.pyplot as plt  # activates the notebook's inline backend (PNG display)
+
+    fig, axes = plt.subplots(1, ncols, figsize=(width, height), squeeze=False)
+    if margins:
+        fig.subplots_adjust(**margins)
+    for ax in axes.flat:
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.axis("off")
+    plt.close(fig)  # the notebook shows the returned figure once, not twice
+    return fig, (axes[0, 0] if ncols == 1 else list(axes.flat))
+
+
+def _box(ax: Any, x: float, y: float, w: float, h: float, text: str,
+         colors: tuple[str, str] = _BLUE, *, dashed: bool = False, size: float = 9,
+         weight: str = "normal", align: str = "center") -> None:
+    """A rounded box with its lower left corner at (x, y) and ``text`` inside."""
+    from matplotlib.patches import FancyBboxPatch
+
+    face, edge = colors
+    ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0,rounding_size=0.015",
+                                facecolor=face, edgecolor=edge, linewidth=1.4,
+                                linestyle="--" if dashed else "-"))
+    tx = x + w / 2 if align == "center" else x + 0.02
+    ax.text(tx, y + h / 2, text, ha=align, va="center", fontsize=size, weight=weight,
+            color="#1a1a1a" if not dashed else "#555555", linespacing=1.3)
+
+
+def _arrow(ax: Any, start: tuple[float, float], end: tuple[float, float], *,
+           color: str = "#444444", style: str = "-|>", dashed: bool = False,
+           curve: float = 0.0) -> None:
+    ax.annotate("", xy=end, xytext=start,
+                arrowprops={"arrowstyle": style, "color": color, "lw": 1.3,
+                            "linestyle": "--" if dashed else "-", "shrinkA": 0, "shrinkB": 0,
+                            "connectionstyle": f"arc3,rad={curve}"})
+
+
+# --- chapter 1: the containers ---------------------------------------------------------------------
+
+def containers() -> Figure:
+    """The four ways to hold layers, side by side: who writes ``forward`` and what is registered.
+
+    >>> containers()  # a figure: Sequential | ModuleList | ModuleDict | plain list
+    """
+    fig, axes = _figure(12, 4.2, ncols=4)
+    panels: list[dict[str, Any]] = [
+        {"title": "nn.Sequential", "colors": _BLUE, "arrows": True,
+         "boxes": ["(conv) Conv2d", "(relu) ReLU", "(pool) AdaptiveAvgPool2d", "(fc) Linear"],
+         "caption": "forward is written for you:\neach layer feeds the next",
+         "registered": True},
+        {"title": "nn.ModuleList", "colors": _GREEN, "arrows": False,
+         "boxes": ["[0] Bottleneck", "[1] Bottleneck", "[2] Bottleneck", "[3] Bottleneck"],
+         "caption": "you write the loop:\nfor block in self.blocks: ...",
+         "registered": True},
+        {"title": "nn.ModuleDict", "colors": _PURPLE, "arrows": False,
+         "boxes": ["'relu'  ->  ReLU", "'gelu'  ->  GELU", "'prelu'  ->  PReLU"],
+         "caption": "you pick by name:\nself.acts[activation]",
+         "registered": True},
+        {"title": "plain list  [ ... ]", "colors": _RED, "arrows": False,
+         "boxes": ["Linear", "Linear", "Linear"],
+         "caption": "runs, but is invisible to\nparameters(), the optimizer,\n"
+                    "state_dict() and .to()",
+         "registered": False},
+    ]
+    for ax, panel in zip(axes, panels, strict=True):
+        ax.set_title(panel["title"], fontsize=12, family="monospace", weight="bold",
+                     color=panel["colors"][1])
+        boxes = panel["boxes"]
+        top, h, gap = 0.93, 0.1, 0.05
+        for i, label in enumerate(boxes):
+            y = top - (i + 1) * h - i * gap
+            _box(ax, 0.1, y, 0.8, h, label, panel["colors"], dashed=not panel["registered"],
+                 size=9)
+            if panel["arrows"] and i:
+                _arrow(ax, (0.5, y + h + gap), (0.5, y + h))
+        if panel["title"] == "nn.ModuleList":
+            first, last = top - h / 2, top - len(boxes) * (h + gap) + gap + h / 2
+            _arrow(ax, (0.93, last), (0.93, first), curve=0.0, dashed=True,
+                   color=panel["colors"][1])
+        ax.text(0.5, 0.2, panel["caption"], ha="center", va="center", fontsize=9.5,
+                linespacing=1.35)
+        verdict = "registered" if panel["registered"] else "NOT registered"
+        ax.text(0.5, 0.02, verdict, ha="center", va="center", fontsize=8.5,
+                color=_GREEN[1] if panel["registered"] else _RED[1], weight="bold")
+    fig.suptitle("Where the layers live decides who writes forward and what PyTorch can see",
+                 fontsize=12)
+    fig.tight_layout()
+    return fig
+
+
+# --- chapter 3: state_dict keys and wrapper prefixes --------------------------------------------
+
+def _keys_of(keys: Mapping[str, Any] | Iterable[str]) -> list[str]:
+    names = list(keys.keys() if isinstance(keys, Mapping) else keys)
+    if not names:
+        raise ValueError("state_dict_tree got no keys; pass model.state_dict() or a list of its "
+                         "keys")
+    bad = [k for k in names if not isinstance(k, str)]
+    if bad:
+        raise TypeError(f"state_dict keys are strings like 'fc.weight'; got {bad[0]!r} "
+                        f"({type(bad[0]).__name__}). Pass model.state_dict() or its keys")
+    return list(dict.fromkeys(names))  # a key drawn twice would be one leaf anyway
+
+
+def _tree(keys: Sequence[str], prefixes: Sequence[str]) -> dict[str, Any]:
+    """A nested dict of key parts; a wrapper prefix ('module.') is one node, never split."""
+    root: dict[str, Any] = {}
+    pattern = re.compile("|".join(re.escape(p) for p in sorted(prefixes, key=len, reverse=True)))
+    for key in keys:
+        parts: list[str] = []
+        rest = key
+        while True:
+            match = pattern.match(rest) if prefixes else None
+            if not match:
+                break
+            parts.append(match.group(0))
+            rest = rest[match.end():]
+        parts += rest.split(".")
+        node = root
+        for part in parts:
+            node = node.setdefault(part, {})
+    return root
+
+
+def state_dict_tree(keys: Mapping[str, Any] | Iterable[str],
+                    prefixes: Sequence[str] = ("module.", "_orig_mod."), *,
+                    max_lines: int = 40, title: str | None = None) -> Figure:
+    """The ``state_dict`` keys as a tree; wrapper prefixes (DDP's ``module.``, ``torch.compile``'s
+    ``_orig_mod.``) are drawn in red, tensors (the leaves) in blue.
+
+    Pass a state_dict or its keys. Sub-trees beyond ``max_lines`` lines are summarised as
+    ``... N more``.
+
+    >>> state_dict_tree(["module.fc.weight", "module.fc.bias"])  # module. -> fc -> weight, bias
+    """
+    names = _keys_of(keys)
+    prefixes = tuple(prefixes)
+    tree = _tree(names, prefixes)
+    lines: list[tuple[int, str, str]] = []  # (depth, label, kind)
+
+    shown = 0
+
+    def walk(node: dict[str, Any], depth: int) -> None:
+        nonlocal shown
+        leaves = [name for name, child in node.items() if not child]
+        if leaves and len(lines) < max_lines:  # the tensors of one module share a line
+            lines.append((depth, ", ".join(leaves), "leaf"))
+            shown += len(leaves)
+        for name, child in node.items():
+            if child and len(lines) < max_lines:
+                lines.append((depth, name, "prefix" if name in prefixes else "module"))
+                walk(child, depth + 1)
+
+    walk(tree, 0)
+    if shown < len(names):
+        lines.append((0, f"... {len(names) - shown} more keys", "more"))
+    height = 0.8 + 0.24 * len(lines)
+    widest = max(0.3 * depth + 0.085 * len(label) for depth, label, _ in lines)  # inches
+    fig, ax = _figure(max(5.0, 0.6 + widest), height,
+                      margins={"left": 0.02, "right": 0.98, "top": 1 - 0.4 / height,
+                               "bottom": 0.35 / height})
+    step_y = 1 / (len(lines) + 1)
+    indent = 0.3 / (fig.get_figwidth() - 0.2)  # 0.3 inch per level
+    colors = {"prefix": _RED[1], "leaf": _BLUE[1], "module": "#1a1a1a", "more": "#777777"}
+    parents: dict[int, float] = {}
+    for i, (depth, label, kind) in enumerate(lines):
+        y = 1 - (i + 1) * step_y
+        x = 0.02 + depth * indent
+        if depth and depth - 1 in parents and kind != "more":
+            px = 0.02 + (depth - 1) * indent + indent * 0.3
+            ax.plot([px, px, x - 0.008], [parents[depth - 1] - step_y * 0.35, y, y],
+                    color="#9a9a9a", lw=0.9)
+        ax.text(x, y, label, va="center",
+                family="monospace", fontsize=9.5, color=colors[kind],
+                weight="bold" if kind == "prefix" else "normal",
+                bbox={"facecolor": _RED[0], "edgecolor": _RED[1], "boxstyle": "round,pad=0.2"}
+                if kind == "prefix" else None)
+        parents[depth] = y
+        for deeper in [d for d in parents if d > depth]:
+            del parents[deeper]
+    found = sorted({label for _, label, kind in lines if kind == "prefix"})
+    if not found:
+        found = sorted({p for p in prefixes if any(k.startswith(p) for k in names)})
+    legend = (f"red: wrapper prefix {', '.join(repr(p) for p in found)} (not part of the model; "
+              f"strip it before loading into the bare model)" if found
+              else "no wrapper prefix: these keys load into the bare model as they are")
+    ax.set_title(title or f"state_dict: {len(names)} keys (blue: tensors)", fontsize=11,
+                 loc="left")
+    fig.text(0.01, 0.01, legend, fontsize=8.5, color=_RED[1] if found else _GREEN[1])
+    return fig
+
+
+# --- chapter 3: a training checkpoint's anatomy -------------------------------------------------
+
+#: The parts of a training checkpoint, in the order they are drawn: (key, title, colours).
+_PARTS = (
+    ("model", "model", _BLUE),
+    ("optimizer", "optimizer", _GREEN),
+    ("scheduler", "scheduler", _GREEN),
+    ("scaler", "AMP scaler", _GREEN),
+    ("epoch", "epoch", _ORANGE),
+    ("best", "best metric", _ORANGE),
+    ("rng", "rng", _PURPLE),
+    ("extras", "extras", _GREY),
+)
+
+
+def _cut(text: str, width: int = 30) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _short(value: Any, width: int = 34) -> str:
+    return _cut(f"{value:.4g}" if isinstance(value, float) else repr(value), width)
+
+
+def _parts_from_dict(checkpoint: Mapping[str, Any]) -> dict[str, str]:
+    parts: dict[str, str] = {}
+    model = checkpoint.get("model", checkpoint.get("model_state_dict"))
+    if isinstance(model, Mapping):
+        values = sum(getattr(t, "numel", lambda: 0)() for t in model.values())
+        first = _cut(str(next(iter(model), "")))
+        parts["model"] = f"state_dict: {len(model)} tensors\n{values:,} values\nfirst: {first}"
+    optimizer = checkpoint.get("optimizer", checkpoint.get("optimizer_state_dict"))
+    if isinstance(optimizer, Mapping):
+        groups = optimizer.get("param_groups", [])
+        lr = groups[0].get("lr") if groups else None
+        parts["optimizer"] = (f"state for {len(optimizer.get('state', {}))} tensors\n"
+                              f"{len(groups)} param group(s)" + (f", lr {lr:.3g}" if lr else ""))
+    if isinstance(checkpoint.get("scheduler"), Mapping):
+        parts["scheduler"] = f"last_epoch {checkpoint['scheduler'].get('last_epoch')}"
+    if isinstance(checkpoint.get("scaler"), Mapping):
+        scale = checkpoint["scaler"].get("scale")
+        parts["scaler"] = f"scale {scale:g}" if isinstance(scale, (int, float)) else "saved"
+    if "epoch" in checkpoint:
+        parts["epoch"] = f"{checkpoint['epoch']} finished\nresume at {int(checkpoint['epoch']) + 1}"
+    if isinstance(checkpoint.get("rng"), Mapping):
+        parts["rng"] = "generators:\n" + ", ".join(map(str, checkpoint["rng"]))
+    known = {"model", "model_state_dict", "optimizer", "optimizer_state_dict", "scheduler",
+             "scaler", "epoch", "rng", "format"}
+    best = [f"{k} = {_short(v)}" for k, v in checkpoint.items() if str(k).startswith("best")]
+    extras = [f"{k} = {_short(v, 24)}" for k, v in checkpoint.items()
+              if k not in known and not str(k).startswith("best")]
+    if best:
+        parts["best"] = "\n".join(best)
+    if extras:
+        parts["extras"] = "\n".join(extras[:4] + ([f"... {len(extras) - 4} more"]
+                                                  if len(extras) > 4 else []))
+    return parts
+
+
+def _parts_from_summary(summary: str) -> dict[str, str]:
+    """Parse the lines of ``helpers.checkpoint.checkpoint_summary`` ("name: text")."""
+    parts: dict[str, str] = {}
+    for line in summary.splitlines()[1:]:
+        name, sep, text = line.partition(": ")
+        if not sep:
+            continue
+        if name == "extras":
+            items = [item.strip() for item in re.split(r", (?=\w+=)", text)]
+            best = [i for i in items if i.startswith("best")]
+            rest = [i for i in items if not i.startswith("best")]
+            if best:
+                parts["best"] = "\n".join(_cut(i) for i in best)
+            if rest:
+                parts["extras"] = "\n".join(_cut(i) for i in rest[:4])
+        elif name in {key for key, _, _ in _PARTS}:
+            pieces = text.split(", ")
+            cut = next((i for i, p in enumerate(pieces) if p.startswith("first keys")), None)
+            if cut is not None:  # one first key is enough
+                pieces = [*pieces[:cut], "first: " + _cut(pieces[cut].split(": ", 1)[-1], 23)]
+            parts[name] = "\n".join(_cut(p) for p in pieces[:4])
+    return parts
+
+
+def checkpoint_anatomy(checkpoint: Mapping[str, Any] | str | os.PathLike[str]) -> Figure:
+    """What a training checkpoint holds: model, optimizer, scheduler, AMP scaler, epoch, best
+    metric, RNG states and extras. A part the file lacks is drawn dashed ("not saved").
+
+    Pass the loaded dict (``torch.load(path, weights_only=True)``), a checkpoint file's path, or
+    the text of ``helpers.checkpoint.checkpoint_summary(path)``.
+
+    >>> checkpoint_anatomy({"model": net.state_dict(), "epoch": 3, "best_acc": 0.9})
+    """
+    name = "checkpoint"
+    if isinstance(checkpoint, os.PathLike) or (isinstance(checkpoint, str)
+                                                and "\n" not in checkpoint
+                                                and os.path.isfile(checkpoint)):
+        import torch
+
+        path = os.fspath(checkpoint)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        name = os.path.basename(path)
+    if isinstance(checkpoint, Mapping):
+        parts = _parts_from_dict(checkpoint)
+        if checkpoint.get("format"):
+            name = f"{name} ({checkpoint['format']})"
+    elif isinstance(checkpoint, str):
+        parts = _parts_from_summary(checkpoint)
+        name = checkpoint.splitlines()[0].split(",")[0] if checkpoint.strip() else name
+    else:
+        raise TypeError(f"checkpoint_anatomy takes a checkpoint dict, a path or the text of "
+                        f"checkpoint_summary(path); got {type(checkpoint).__name__}")
+    if not parts:
+        raise ValueError("found none of model, optimizer, scheduler, scaler, epoch, rng or extras "
+                         "in it; pass a training checkpoint (see helpers.checkpoint."
+                         "save_checkpoint)")
+    fig, ax = _figure(11, 4.6)
+    from matplotlib.patches import FancyBboxPatch
+
+    ax.add_patch(FancyBboxPatch((0.01, 0.03), 0.98, 0.86, boxstyle="round,pad=0,rounding_size=0.02",
+                                facecolor="white", edgecolor="#444444", linewidth=1.6))
+    ax.text(0.02, 0.94, name, fontsize=12, weight="bold", va="center", family="monospace")
+    ax.text(0.98, 0.94, "weights | resume state | bookkeeping", fontsize=9, va="center",
+            ha="right", color="#555555")
+    cols, w, h = 4, 0.225, 0.38
+    for i, (key, label, colors) in enumerate(_PARTS):
+        x = 0.03 + (i % cols) * (w + 0.017)
+        y = 0.47 - (i // cols) * (h + 0.04)
+        present = key in parts
+        text = f"{label}\n\n{parts[key]}" if present else f"{label}\n\n(not saved)"
+        _box(ax, x, y, w, h, text, colors if present else _GREY, dashed=not present, size=9)
+    return fig
+
+
+# --- chapter 4: the pipeline ----------------------------------------------------------------------
+
+#: (stage, chapter, colours) of the course's pipeline, in order.
+PIPELINE = (
+    ("define", "ch1", _BLUE),
+    ("train", "ch1", _BLUE),
+    ("requirement\nchange", "ch2", _ORANGE),
+    ("modify", "ch2", _GREEN),
+    ("save", "ch3", _PURPLE),
+    ("deploy /\nload", "ch3, ch4", _PURPLE),
+    ("resume", "ch3, ch4", _PURPLE),
+)
+
+
+def pipeline_flowchart() -> Figure:
+    """The life of a model as the course follows it: define -> train -> requirement change ->
+    modify -> save -> deploy/load -> resume (which trains on from the saved epoch).
+
+    >>> pipeline_flowchart()
+    """
+    fig, ax = _figure(12, 3.0)
+    w, gap, y, h = 0.112, (1 - 0.02 - len(PIPELINE) * 0.112) / (len(PIPELINE) - 1), 0.42, 0.3
+    centers = []
+    for i, (stage, chapter, colors) in enumerate(PIPELINE):
+        x = 0.01 + i * (w + gap)
+        _box(ax, x, y, w, h, stage, colors, size=9.5, weight="bold")
+        ax.text(x + w / 2, y - 0.08, chapter, ha="center", va="center", fontsize=9,
+                color="#555555")
+        centers.append(x + w / 2)
+        if i:
+            _arrow(ax, (x - gap, y + h / 2), (x, y + h / 2))
+    # resume goes back to training, from the saved epoch on
+    _arrow(ax, (centers[-1], y - 0.13), (centers[1], y - 0.13), dashed=True, curve=-0.12,
+           color=_PURPLE[1])
+    ax.text((centers[1] + centers[-1]) / 2, 0.03, "resume: train on from the saved epoch "
+            "(model + optimizer + scheduler + epoch + rng)", ha="center", va="bottom",
+            fontsize=9, color=_PURPLE[1])
+    ax.set_title("The life of a model, and the chapter that teaches each step", fontsize=11)
+    return fig
