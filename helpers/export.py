@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             _require_onnx()
         model, names = load_for_inference(args.checkpoint, num_classes=args.num_classes,
                                           width=args.width, depth=args.depth)
-    except (CheckpointError, ExportError, FileNotFoundError, ValueError) as exc:
+    except (CheckpointError, ExportError, OSError, ValueError) as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
     config = tiny_resnet_config(model)
