@@ -22,7 +22,11 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import tomllib
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: pytest itself depends on tomli there
+    import tomli as tomllib
 
 from tools import stamp_urls
 
