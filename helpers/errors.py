@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ def short_error(exc: BaseException, *, lines: int = 6, width: int = 240) -> str:
     "KeyError: 'fc.weight'"
     """
     text = _clean(str(exc)).rstrip()
+    if text[:1] == "\n":  # a message written as an indented block (safetensors): dedent it
+        text = textwrap.dedent(text).strip()
     body = text.splitlines() or [""]
     shown = [line if len(line) <= width else line[: width - 2].rstrip() + " …" for line in body[:lines]]
     if len(body) > lines:

@@ -73,3 +73,8 @@ def test_short_error_is_bounded(message, lines, width):
     text = short_error(ValueError(message), lines=lines, width=width)
     assert text.startswith("ValueError")
     assert len(text.splitlines()) <= lines + 1
+
+
+def test_an_indented_block_message_is_dedented():
+    exc = RuntimeError("\n            Some tensors share memory.\n            Use `save_model`.\n     ")
+    assert short_error(exc) == "RuntimeError: Some tensors share memory.\nUse `save_model`."
