@@ -143,15 +143,27 @@ def bench_loop(repeats: int, quick: bool) -> dict:
         fit(model, data, opt, epochs=epochs, batch_size=batch, progress=progress,
             train_loader=make_loader(data.train, batch, shuffle=True))  # a torch DataLoader
 
+    def fit_epoch_drawn():
+        with open(os.devnull, "w") as devnull:  # a progress bar really drawn, to a terminal-like sink
+            stderr, stdout, sys.stderr, sys.stdout = sys.stderr, sys.stdout, devnull, devnull
+            try:
+                fit_epoch(True)
+            finally:
+                sys.stderr, sys.stdout = stderr, stdout
+
     n = max(repeats, 5) if not quick else 1
-    bare = median_time(bare_epoch, n)
-    quiet = median_time(lambda: fit_epoch(False), n)
-    with open(os.devnull, "w") as devnull:  # a progress bar really drawn, to a terminal-like sink
-        stderr, stdout, sys.stderr, sys.stdout = sys.stderr, sys.stdout, devnull, devnull
-        try:
-            bar = median_time(lambda: fit_epoch(True), n)
-        finally:
-            sys.stderr, sys.stdout = stderr, stdout
+    # Interleaved (bare, quiet, bar, bare, ...): a load change on a shared machine hits all three
+    # alike, so their ratios stay meaningful.
+    runs: dict[str, list[float]] = {"bare": [], "quiet": [], "bar": []}
+    measures = {"bare": bare_epoch, "quiet": lambda: fit_epoch(False), "bar": fit_epoch_drawn}
+    for fn in measures.values():  # warm-up
+        fn()
+    for _ in range(n):
+        for name, fn in measures.items():
+            start = time.perf_counter()
+            fn()
+            runs[name].append(time.perf_counter() - start)
+    bare, quiet, bar = (statistics.median(runs[name]) for name in ("bare", "quiet", "bar"))
     samples = len(data.train)
     bare, quiet, bar = bare / epochs, quiet / epochs, bar / epochs
     return {"bare_epoch_seconds": bare, "fit_epoch_seconds_quiet": quiet,
