@@ -1,4 +1,8 @@
-"""Chapter 3 exercise checkers: a right answer passes, each typical wrong answer is explained."""
+"""Chapter 3 exercise checkers: a right answer passes, each typical wrong answer is explained.
+
+The strict checkers (``check_x.__wrapped__``) raise or return True; the notebook checkers print
+one ``[TODO]``/``[TRY AGAIN]``/``[OK]`` line and never raise; ``solution(n)`` passes.
+"""
 
 import copy
 
@@ -8,14 +12,14 @@ from torch import nn
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from helpers.checkpoint import load_checkpoint, save_checkpoint, save_weights, strip_prefixes
-from helpers.exercises import ExerciseError
-from helpers.exercises.ch3 import (
-    check_prefix_stripper,
-    check_ready_for_inference,
-    check_resume,
-    check_save_for_inference,
-)
+from helpers.exercises import ExerciseError, ch3
 from helpers.models import TinyResNet
+
+# The strict checkers (raise ExerciseError, return True); the notebook ones only print.
+check_save_for_inference = ch3.check_save_for_inference.__wrapped__
+check_prefix_stripper = ch3.check_prefix_stripper.__wrapped__
+check_resume = ch3.check_resume.__wrapped__
+check_ready_for_inference = ch3.check_ready_for_inference.__wrapped__
 
 
 def _net(seed=0):
@@ -261,3 +265,92 @@ def test_resume_checker_leaves_the_global_random_state_alone():
     torch.manual_seed(123)
     check_resume(_resume_by_hand)
     assert torch.equal(torch.rand(3), expected)
+
+
+# The notebook checkers: one line, never raise, return None ---------------------------------------
+
+def _stub_save(model, path): ...
+
+
+def _stub_strip(state_dict): ...
+
+
+def _stub_resume(path, model, optimizer, scheduler): ...
+
+
+def _one_line(capsys, status):
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and out.startswith(f"[{status}] "), out
+    return out
+
+
+def test_notebook_checkers_say_todo_for_the_scaffolds(tmp_path, capsys):
+    save_weights(_net(seed=3), tmp_path / "best.pt")
+    calls = [
+        (ch3.check_save_for_inference, (_stub_save, _wrapped(), _x(), tmp_path / "w.pt"),
+         "Write save_for_inference(model, path)"),
+        (ch3.check_prefix_stripper, (_stub_strip,), "Write strip_module_prefix(state_dict)"),
+        (ch3.check_resume, (_stub_resume,), "Write resume(path, model, optimizer, scheduler)"),
+        (ch3.check_ready_for_inference, (None, tmp_path / "best.pt", "cpu"), "Build best_net"),
+    ]
+    for check, args, todo in calls:
+        assert check(*args) is None
+        assert todo in _one_line(capsys, "TODO")
+    assert not (tmp_path / "w.pt").exists()  # a scaffold is not even called
+
+
+def test_notebook_checkers_keep_the_explanations_of_wrong_answers(tmp_path, capsys):
+    assert ch3.check_save_for_inference(lambda m, p: torch.save(m.state_dict(), p), _wrapped(),
+                                        _x(), tmp_path / "w.pt") is None
+    out = _one_line(capsys, "TRY AGAIN")
+    assert "keys start with 'module.' (e.g. 'module.stem.0.weight'): that is the wrapper's" in out
+    assert ch3.check_prefix_stripper(lambda sd: {k[7:]: v for k, v in sd.items()}) is None
+    assert "the key 'stem.0.weight' came back as 'weight'" in _one_line(capsys, "TRY AGAIN")
+    assert ch3.check_resume(lambda *a: _resume_by_hand(*a, load_scheduler=False)) is None
+    assert "the scheduler was not restored" in _one_line(capsys, "TRY AGAIN")
+    save_weights(_net(seed=3), tmp_path / "best.pt")
+    assert ch3.check_ready_for_inference(_net(seed=3), tmp_path / "best.pt", "cpu") is None
+    assert "Call model.eval()" in _one_line(capsys, "TRY AGAIN")
+
+
+def test_notebook_checker_explains_a_crash_without_raising(capsys):
+    def crash(state_dict):
+        raise KeyError("module")
+
+    assert ch3.check_prefix_stripper(crash) is None
+    assert "failed with KeyError" in _one_line(capsys, "TRY AGAIN")
+
+
+def test_notebook_checker_says_ok_and_returns_none(capsys):
+    assert ch3.check_prefix_stripper(_removeprefix) is None
+    _one_line(capsys, "OK")
+
+
+# The solutions, run as the notebook runs them ------------------------------------------------------
+
+def _run_solution(n, **namespace):
+    namespace = {"torch": torch, "nn": nn, **namespace}
+    exec(compile(str(ch3.solution(n)), f"solution {n}", "exec"), namespace)
+    return namespace
+
+
+def test_solutions_pass_the_strict_checkers(tmp_path):
+    ns = _run_solution(1)
+    assert check_save_for_inference(ns["save_for_inference"], _wrapped(), _x(), tmp_path / "w.pt")
+    assert check_prefix_stripper(_run_solution(2)["strip_module_prefix"])
+    assert check_resume(_run_solution(3)["resume"])
+
+    class Settings:
+        num_classes, device = 5, torch.device("cpu")
+
+    torch.manual_seed(4)
+    trained = TinyResNet(5, width=32, depth=1, dropout=0.1)  # section 8's architecture
+    save_checkpoint(tmp_path / "best.pt", model=trained, epoch=1)
+    ns = _run_solution(4, settings=Settings, folder=tmp_path)
+    assert check_ready_for_inference(ns["best_net"], tmp_path / "best.pt", "cpu")
+
+
+def test_solution_lookup_names_the_exercises():
+    assert "removeprefix" in ch3.solution(2)
+    with pytest.raises(ValueError, match=r"exercises \[1, 2, 3, 4\]; there is no exercise 5"):
+        ch3.solution(5)

@@ -1,9 +1,13 @@
 """Checkers for chapter 3, saving and loading (``notebooks/03_saving_and_loading.ipynb``).
 
+>>> check_prefix_stripper(None)
+[TODO] Write strip_module_prefix(state_dict): return a new dict in which only keys that ...
 >>> check_prefix_stripper(strip_module_prefix)
 [OK] 4 cases, 13 keys: 'module.' removed where it starts a key, every other key left alone
 
-Each checker prints one "[OK] ..." line or raises ``ExerciseError`` that says what to change.
+Each checker prints one line, ``[TODO]``, ``[TRY AGAIN]`` or ``[OK]``, and never raises; the strict
+version (raises ``ExerciseError``, returns True) is ``check_x.__wrapped__``. ``solution(n)``
+shows the answer to exercise ``n``.
 """
 
 from __future__ import annotations
@@ -21,9 +25,18 @@ import torch
 from torch import Tensor, nn
 
 from helpers.checkpoint import outputs_equal, save_checkpoint, strip_prefixes, unwrap_model
-from helpers.exercises import ExerciseError, passed, require
+from helpers.exercises import ExerciseError, checker, passed, require, solution_lookup
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+TODO_SAVE = ("Write save_for_inference(model, path): save the state_dict of the model inside the "
+             "wrapper (model.module.state_dict(), or unwrap_model(model).state_dict()) to path")
+TODO_STRIP = ("Write strip_module_prefix(state_dict): return a new dict in which only keys that "
+              "start with 'module.' lose it (key.removeprefix('module.')); other keys stay")
+TODO_RESUME = ("Write resume(path, model, optimizer, scheduler): torch.load the file, load the "
+               "model, optimizer and scheduler state_dicts, return checkpoint['epoch'] + 1")
+TODO_INFERENCE = ("Build best_net: a TinyResNet like section 8's, load best.pt's 'model' entry "
+                  "(map_location=settings.device), move it to settings.device, call .eval()")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -58,6 +71,7 @@ def _read_weights_file(path: Path) -> Any:
 # Exercise 1 ------------------------------------------------------------------------------------
 
 
+@checker(todo=TODO_SAVE)
 def check_save_for_inference(save_fn: Callable[[nn.Module, Path], Any], model: nn.Module,
                              example: Tensor, path: str | Path) -> bool:
     """Exercise 1: ``save_fn(model, path)`` writes weights that a plain model loads strictly.
@@ -153,6 +167,7 @@ def _why_mangled(key: str, got: str) -> str:
     return ""
 
 
+@checker(todo=TODO_STRIP)
 def check_prefix_stripper(strip_fn: Callable[[dict[str, Tensor]], Any]) -> bool:
     """Exercise 2: ``strip_fn(state_dict)`` returns a dict without the leading ``module.``.
 
@@ -241,6 +256,7 @@ def _same_state(a: Any, b: Any) -> bool:
     return a == b
 
 
+@checker(todo=TODO_RESUME)
 def check_resume(resume_fn: Callable[..., Any]) -> bool:
     """Exercise 3: ``resume_fn(path, model, optimizer, scheduler)`` restores all three and
     returns the epoch to start from.
@@ -326,6 +342,7 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
     return True
 
 
+@checker(todo=TODO_INFERENCE)
 def check_ready_for_inference(model: nn.Module, path: str | Path, device: torch.device | str) -> bool:
     """Exercise 4: ``model`` holds the weights of ``path``, sits on ``device`` and is in eval mode.
 
@@ -360,3 +377,40 @@ def check_ready_for_inference(model: nn.Module, path: str | Path, device: torch.
             f"drop features at random and batchnorm would use each batch's statistics. Call "
             f"model.eval() before predicting")
     return passed(f"{len(state)} tensors equal {path.name}'s; all on {device}; eval mode")
+
+
+# Solutions -------------------------------------------------------------------------------------
+
+#: The answers, as they would be typed into the exercise cells of the notebook.
+SOLUTIONS = {
+    1: """
+        from helpers.checkpoint import unwrap_model
+
+
+        def save_for_inference(model, path):
+            # unwrap_model finds the model inside DataParallel, DDP or torch.compile
+            torch.save(unwrap_model(model).state_dict(), path)
+        """,
+    2: """
+        def strip_module_prefix(state_dict):
+            return {key.removeprefix("module."): value for key, value in state_dict.items()}
+        """,
+    3: """
+        def resume(path, model, optimizer, scheduler):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["scheduler"])
+            return checkpoint["epoch"] + 1
+        """,
+    4: """
+        from helpers.models import TinyResNet
+
+        best_net = TinyResNet(settings.num_classes, width=32, depth=1, dropout=0.1)
+        best = torch.load(folder / "best.pt", map_location=settings.device, weights_only=True)
+        best_net.load_state_dict(best["model"])
+        best_net = best_net.to(settings.device).eval()
+        """,
+}
+
+solution = solution_lookup(3, SOLUTIONS)
