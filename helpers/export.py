@@ -22,12 +22,15 @@ ONNX needs ``pip install onnx onnxscript onnxruntime`` (the ``export`` extra).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import io
 import json
+import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +106,26 @@ def _check_model(model: nn.Module) -> None:
                           "be exported as in training; call model.eval() first")
 
 
+@contextlib.contextmanager
+def quiet_export() -> Iterator[None]:
+    """Silence what an exporter prints besides its exception: log warnings, a partial graph on stderr.
+
+    When ``torch.export`` fails it prints the partial graph (hundreds of lines with local paths)
+    to stderr and logs warnings before raising; the exception alone says what went wrong.
+
+    >>> with expect_error(RuntimeError, match="data-dependent"), quiet_export():
+    ...     torch.export.export(model_with_an_if_on_values, (images,))
+    [expected error] GuardOnDataDependentSymNode: Could not guard on data-dependent expression ...
+    """
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        logging.disable(previous)
+
+
 def _tmp_for(path: Path) -> Path:
     return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
 
@@ -126,8 +149,10 @@ def export_onnx(model: nn.Module, path: PathLike, *, class_names: Sequence[str],
     _check_model(model)
     path = Path(path)
     example = example_input(model) if example is None else example
-    program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=_batch_dim(),
-                                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False)
+    with quiet_export():
+        program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=_batch_dim(),
+                                    input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                    verbose=False)
     program.model.metadata_props[CLASS_NAMES_KEY] = json.dumps([str(n) for n in class_names])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_for(path)
@@ -148,7 +173,8 @@ def export_pt2(model: nn.Module, path: PathLike, *, class_names: Sequence[str],
     _check_model(model)
     path = Path(path)
     example = example_input(model) if example is None else example
-    program = torch.export.export(model, (example,), dynamic_shapes=_batch_dim())
+    with quiet_export():
+        program = torch.export.export(model, (example,), dynamic_shapes=_batch_dim())
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_for(path)
     torch.export.save(program, tmp,
@@ -359,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
 
 __all__ = ["DEFAULT_TOLERANCE", "ExportError", "Verification", "example_input", "export_model",
            "export_onnx", "export_pt2", "format_of", "load_onnx", "load_pt2",
-           "missing_onnx_packages", "verify_export"]
+           "missing_onnx_packages", "quiet_export", "verify_export"]
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """helpers.export: ONNX and torch.export files, verified against the eager model; the command line."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -203,3 +204,29 @@ def test_verify_tells_another_model_from_the_exported_one(tmp_path):
     with pytest.raises(ExportError, match=r"output shape \(1, 4\) at batch size 1, but the model "
                                           r"gives \(1, 5\)"):
         verify_export(path, _net(5), batch_sizes=(1,))
+
+
+class _AbstainsWhenUnsure(torch.nn.Module):
+    """A Python `if` on tensor values: torch.export cannot trace it."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = _net()
+
+    def forward(self, x):
+        logits = self.net(x)
+        if logits.softmax(1).max() < 0.5:
+            return torch.zeros_like(logits)
+        return logits
+
+
+@pytest.mark.slow
+def test_quiet_export_leaves_only_the_exception(capfd):
+    model, x = _AbstainsWhenUnsure().eval(), _images(3)
+    with pytest.raises(RuntimeError, match="data-dependent"):
+        torch.export.export(model, (x,))
+    assert "def forward" in capfd.readouterr().err  # what torch prints on its own
+    with pytest.raises(RuntimeError, match="data-dependent"), export.quiet_export():
+        torch.export.export(model, (x,))
+    assert capfd.readouterr() == ("", "")
+    assert logging.root.manager.disable == logging.NOTSET  # logging is back on afterwards
