@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torchvision.ops import FrozenBatchNorm2d
 
 from helpers.models import count_parameters
 
@@ -206,7 +207,9 @@ def set_batchnorm_eval(module: nn.Module) -> int:
     """Put every BatchNorm layer in ``module`` in eval mode; return how many there are.
 
     ``requires_grad=False`` stops the optimizer, not BatchNorm: in train mode its running mean
-    and variance still move with every batch. Call this after each ``model.train()``.
+    and variance still move with every batch. ``model.train()`` undoes this, so call it after
+    each ``model.train()``, or swap the layers for ``FrozenBatchNorm2d``
+    (``convert_frozen_batchnorm``), which has no train mode.
 
     >>> set_batchnorm_eval(torchvision.models.resnet18(weights=None).layer1)
     4
@@ -215,6 +218,38 @@ def set_batchnorm_eval(module: nn.Module) -> int:
     for layer in layers:
         layer.eval()
     return len(layers)
+
+
+def convert_frozen_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every ``nn.BatchNorm2d`` by ``torchvision.ops.FrozenBatchNorm2d`` with its statistics.
+
+    ``FrozenBatchNorm2d`` normalises with the running mean and variance, weight and bias it was
+    given, all buffers: nothing trains and nothing updates, whatever ``model.train()`` says. The
+    layers are swapped in place (same device and dtype); the model is returned, or the new layer
+    when ``module`` itself is a BatchNorm2d. A state_dict of the original model still loads
+    (``num_batches_tracked`` is ignored). Other BatchNorm kinds (1d, 3d, SyncBatchNorm) are left.
+
+    >>> convert_frozen_batchnorm(torchvision.models.resnet18(weights=None)).bn1
+    FrozenBatchNorm2d(64, eps=1e-05)
+    """
+    if isinstance(module, nn.BatchNorm2d):
+        if module.running_mean is None or module.running_var is None:
+            raise ValueError(f"{module} has track_running_stats=False: it has no running "
+                             f"statistics to freeze (it always normalises with the batch's)")
+        frozen = FrozenBatchNorm2d(module.num_features, eps=module.eps)
+        frozen = frozen.to(device=module.running_mean.device, dtype=module.running_mean.dtype)
+        with torch.no_grad():
+            frozen.running_mean.copy_(module.running_mean)
+            frozen.running_var.copy_(module.running_var)
+            if module.affine:
+                frozen.weight.copy_(module.weight)
+                frozen.bias.copy_(module.bias)
+        return frozen
+    for name, child in module.named_children():
+        new = convert_frozen_batchnorm(child)
+        if new is not child:
+            setattr(module, name, new)
+    return module
 
 
 def param_groups(model: nn.Module, head_lr: float, backbone_lr: float, *,

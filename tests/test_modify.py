@@ -3,12 +3,14 @@ import torch
 import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
+from torchvision.ops import FrozenBatchNorm2d
 
 from helpers.models import TinyResNet
 from helpers.modify import (
     ResNetWithExtraInput,
     ResNetWithFeatures,
     capture_activations,
+    convert_frozen_batchnorm,
     freeze,
     head_in_features,
     load_backbone_weights,
@@ -158,6 +160,56 @@ def test_set_batchnorm_eval_stops_running_stats():
     net(X)
     assert torch.equal(after, net.bn1.running_mean)
     assert net.training and not net.bn1.training
+
+
+def _moved_statistics(net: nn.Module) -> nn.Module:
+    """Train-mode forward passes, so the running statistics are not the fresh zeros and ones."""
+    net.train()
+    with torch.no_grad():
+        for seed in range(3):
+            net(torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(seed)) + seed)
+    return net.eval()
+
+
+def test_convert_frozen_batchnorm_keeps_the_outputs_and_freezes_the_statistics():
+    net = _moved_statistics(small_resnet())
+    with torch.no_grad():
+        before = net(X)
+    stats = net.bn1.running_mean.clone()
+    assert convert_frozen_batchnorm(net) is net
+    kinds = [type(m) for m in net.modules() if isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d))]
+    assert kinds == [FrozenBatchNorm2d] * 12  # bn1, 2 per block, 3 downsample
+    assert torch.equal(net.bn1.running_mean, stats)
+    net.train()  # FrozenBatchNorm2d has no train mode: the same output, the same statistics
+    with torch.no_grad():
+        after = net(X)
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
+    assert torch.equal(net.bn1.running_mean, stats)
+    # the weight and bias became buffers: nothing of BatchNorm trains any more
+    assert not any("bn" in name or "downsample.1" in name for name, _ in net.named_parameters())
+
+
+def test_convert_frozen_batchnorm_loads_an_ordinary_checkpoint():
+    source = _moved_statistics(small_resnet())
+    target = convert_frozen_batchnorm(small_resnet())
+    assert target.load_state_dict(source.state_dict())  # num_batches_tracked is dropped
+    assert torch.equal(target.layer1[0].bn2.running_var, source.layer1[0].bn2.running_var)
+    assert torch.equal(target.layer1[0].bn2.weight, source.layer1[0].bn2.weight)
+
+
+def test_convert_frozen_batchnorm_single_layer_dtype_and_untracked():
+    bn = nn.BatchNorm2d(4, eps=1e-3, affine=False).double()
+    bn.running_mean.fill_(0.5)
+    frozen = convert_frozen_batchnorm(bn)
+    assert isinstance(frozen, FrozenBatchNorm2d) and frozen.eps == 1e-3
+    assert frozen.running_mean.dtype == torch.float64 and frozen.running_mean[0] == 0.5
+    assert torch.equal(frozen.weight, torch.ones(4, dtype=torch.float64))
+    x = torch.randn(2, 4, 3, 3, dtype=torch.float64)
+    torch.testing.assert_close(frozen(x), bn.eval()(x))
+    with pytest.raises(ValueError, match="track_running_stats=False"):
+        convert_frozen_batchnorm(nn.Sequential(nn.BatchNorm2d(4, track_running_stats=False)))
+    one_d = nn.Sequential(nn.BatchNorm1d(4))
+    assert isinstance(convert_frozen_batchnorm(one_d)[0], nn.BatchNorm1d)  # 2d only
 
 
 def test_param_groups_split_head_and_backbone_and_skip_frozen():
