@@ -1,0 +1,156 @@
+"""Start a ``torchrun`` job from Python (a notebook, a test) and wait for it.
+
+>>> job = run_torchrun("helpers.pipeline", ["--device", "cpu", "--epochs", "3"], nproc_per_node=2)
+torchrun --standalone --nproc-per-node=2 -m helpers.pipeline --device cpu --epochs 3
+exit code 0: the job finished
+>>> job.ok, job.stdout.splitlines()[-1]
+(True, 'done: ...')
+
+``torchrun`` is ``python -m torch.distributed.run``. The job runs with the interpreter of this
+process (``sys.executable``), so it uses the same environment as the notebook, whatever the
+``PATH`` says. A job that fails, or runs past its timeout, raises ``LaunchError`` with the exit
+code and the last lines of its output, which is where torchrun and the script say what went wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class LaunchError(RuntimeError):
+    """A torchrun job failed or timed out; the message holds the tail of its output."""
+
+
+@dataclass
+class JobResult:
+    """What a finished job left: its command, exit code and output (stdout and stderr)."""
+
+    command: list[str]
+    returncode: int
+    stdout: str = ""
+    stderr: str = ""
+    shown: str = field(default="", repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+def torchrun_command(module: str, args: Sequence[str] = (), *, nproc_per_node: int = 2,
+                     python: str | None = None) -> list[str]:
+    """The argument list that runs ``module`` under torchrun in ``nproc_per_node`` processes on this
+    machine (``--standalone``), with this process's interpreter.
+
+    >>> torchrun_command("helpers.pipeline", ["--device", "cpu"], python="python")
+    ['python', '-m', 'torch.distributed.run', '--standalone', '--nproc-per-node=2', '-m', \
+'helpers.pipeline', '--device', 'cpu']
+    """
+    if not isinstance(nproc_per_node, int) or isinstance(nproc_per_node, bool) or nproc_per_node < 1:
+        raise ValueError(f"nproc_per_node must be a positive int (processes to start), got "
+                         f"{nproc_per_node!r}")
+    if isinstance(args, str):
+        raise TypeError(f"args must be a list of strings, e.g. {args.split()!r}, not one string")
+    return [python or sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc-per-node={nproc_per_node}", "-m", module, *[str(a) for a in args]]
+
+
+def _shown(command: Sequence[str]) -> str:
+    """The command as a learner would type it: ``torchrun ...`` (no local interpreter path)."""
+    rest = list(command)
+    if rest[1:3] == ["-m", "torch.distributed.run"]:
+        rest = ["torchrun", *rest[3:]]
+    return " ".join(rest)
+
+
+_FAILED = re.compile(r"failed \(exitcode: (-?\d+)\) local_rank: (\d+)")
+
+
+def _workers_output(stderr: str) -> tuple[str, str]:
+    """Split torchrun's stderr into what the workers wrote and a one-line cause.
+
+    torchrun ends a failed job with its own log line and a long ``ChildFailedError`` report; the
+    workers' messages (the useful part) come before it.
+    """
+    lines = stderr.splitlines()
+    for i, line in enumerate(lines):
+        found = _FAILED.search(line)
+        if found and "torch/distributed/elastic" in line:
+            cause = (f"the process of local rank {found[2]} exited with code {found[1]} "
+                     f"first; ")
+            return "\n".join(lines[:i]), cause
+    return stderr, ""
+
+
+def _stop(job: subprocess.Popen[str]) -> None:
+    """Stop torchrun and its workers: SIGTERM first (torchrun stops the workers), then SIGKILL."""
+    job.terminate()  # torchrun passes SIGTERM on to its workers (each in a session of its own)
+    try:
+        job.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        if hasattr(os, "killpg"):
+            os.killpg(job.pid, signal.SIGKILL)
+        else:  # pragma: no cover - Windows
+            job.kill()
+    except ProcessLookupError:
+        pass
+
+
+def _tail(text: str, lines: int) -> str:
+    kept = text.rstrip().splitlines()[-lines:]
+    return "\n".join("    " + line for line in kept) or "    (no output)"
+
+
+def run_torchrun(module: str, args: Sequence[str] = (), *, nproc_per_node: int = 2,
+                 timeout: float = 600, cwd: str | Path | None = None, tail: int = 15,
+                 quiet: bool = False) -> JobResult:
+    """Run ``module`` under torchrun, wait for it, print the command and its exit code.
+
+    Returns a ``JobResult`` (``stdout``, ``stderr``, ``returncode``). Raises ``LaunchError`` with
+    the last ``tail`` lines of the output when the job exits with another code than 0 or runs
+    longer than ``timeout`` seconds (the processes are then stopped).
+
+    >>> run_torchrun("helpers.pipeline", ["--device", "cpu"], nproc_per_node=2).ok
+    torchrun --standalone --nproc-per-node=2 -m helpers.pipeline --device cpu
+    exit code 0: the job finished
+    True
+    """
+    command = torchrun_command(module, args, nproc_per_node=nproc_per_node)
+    shown = _shown(command)
+    if not quiet:
+        print(shown, flush=True)
+    # A session of its own, so that a timeout stops torchrun and every worker it started.
+    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           cwd=cwd, start_new_session=hasattr(os, "killpg"))
+    try:
+        stdout, stderr = job.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _stop(job)
+        stdout, stderr = job.communicate()
+        raise LaunchError(f"the job ran longer than {timeout:g} s and was stopped: {shown}\n"
+                          f"its last output:\n{_tail(stdout + stderr, tail)}\nGive it a larger "
+                          f"timeout, or less work (fewer epochs).") from None
+    except BaseException:  # e.g. KeyboardInterrupt (the notebook's stop button): no orphans
+        _stop(job)
+        raise
+    done = subprocess.CompletedProcess(command, job.returncode, stdout, stderr)
+    result = JobResult(command, done.returncode, done.stdout, done.stderr, shown)
+    if not result.ok:
+        workers, cause = _workers_output(done.stderr or "")
+        output = workers if workers.strip() else (done.stdout or "")
+        raise LaunchError(f"the job failed with exit code {done.returncode}: {shown}\n"
+                          f"{cause}its last lines of output:\n{_tail(output, tail)}")
+    if not quiet:
+        print("exit code 0: the job finished", flush=True)
+    return result
+
+
+__all__ = ["JobResult", "LaunchError", "run_torchrun", "torchrun_command"]

@@ -1,0 +1,94 @@
+"""helpers.launch: the torchrun command, a job that succeeds, fails, or runs too long."""
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers.launch import LaunchError, run_torchrun, torchrun_command
+
+# Workers that need no torch, so a job takes about as long as torchrun's own start.
+OK = """
+import os
+print(f"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']}", flush=True)
+"""
+FAILS = """
+import os, sys
+if os.environ["RANK"] == "1":
+    print("rank 1: something went wrong here", file=sys.stderr, flush=True)
+    sys.exit(3)
+"""
+SLEEPS = """
+import os, pathlib, time
+pathlib.Path(f"pid{os.environ['RANK']}").write_text(str(os.getpid()))
+time.sleep(60)
+"""
+
+
+def _module(folder: Path, name: str, code: str) -> str:
+    (folder / f"{name}.py").write_text(code)
+    return name
+
+
+def test_command_uses_this_interpreter_and_standalone():
+    command = torchrun_command("helpers.pipeline", ["--device", "cpu", "--epochs", 3],
+                               nproc_per_node=4)
+    assert command == [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                       "--nproc-per-node=4", "-m", "helpers.pipeline", "--device", "cpu",
+                       "--epochs", "3"]
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 2.0, "2"])
+def test_command_refuses_a_bad_process_count(bad):
+    with pytest.raises(ValueError, match="nproc_per_node must be a positive int"):
+        torchrun_command("helpers.pipeline", nproc_per_node=bad)
+
+
+def test_command_refuses_one_string_of_arguments():
+    with pytest.raises(TypeError, match=r"a list of strings, e.g. \['--device', 'cpu'\]"):
+        torchrun_command("helpers.pipeline", "--device cpu")
+
+
+def test_a_job_that_succeeds(tmp_path, capsys):
+    module = _module(tmp_path, "job_ok", OK)
+    result = run_torchrun(module, ["--flag"], nproc_per_node=2, cwd=tmp_path, timeout=120)
+    assert result.ok and result.returncode == 0
+    assert sorted(result.stdout.split("\n")[:2]) == ["rank 0 of 2", "rank 1 of 2"]
+    out = capsys.readouterr().out
+    assert out == ("torchrun --standalone --nproc-per-node=2 -m job_ok --flag\n"
+                   "exit code 0: the job finished\n")
+    assert sys.executable not in out  # no local path in what a notebook stores
+
+
+def test_quiet_prints_nothing(tmp_path, capsys):
+    run_torchrun(_module(tmp_path, "job_quiet", OK), nproc_per_node=1, cwd=tmp_path, quiet=True)
+    assert capsys.readouterr().out == ""
+
+
+def test_a_failed_job_says_why_with_its_output(tmp_path):
+    module = _module(tmp_path, "job_fails", FAILS)
+    with pytest.raises(LaunchError) as caught:
+        run_torchrun(module, nproc_per_node=2, cwd=tmp_path, timeout=120, quiet=True)
+    message = str(caught.value)
+    assert message.startswith("the job failed with exit code 1: torchrun --standalone "
+                              "--nproc-per-node=2 -m job_fails\nthe process of local rank 1 "
+                              "exited with code 3 first; its last lines of output:\n")
+    assert message.rstrip().endswith("rank 1: something went wrong here")
+    assert "ChildFailedError" not in message  # torchrun's own report is left out
+
+
+def test_a_job_past_its_timeout_is_stopped_with_its_workers(tmp_path):
+    module = _module(tmp_path, "job_sleeps", SLEEPS)
+    start = time.monotonic()
+    with pytest.raises(LaunchError, match=r"ran longer than 8 s and was stopped: torchrun "
+                                          r"--standalone --nproc-per-node=2 -m job_sleeps"):
+        run_torchrun(module, nproc_per_node=2, cwd=tmp_path, timeout=8, quiet=True)
+    assert time.monotonic() - start < 30
+    pids = [int(p.read_text()) for p in tmp_path.glob("pid*")]
+    assert pids, "the workers never started: raise the timeout of this test"
+    time.sleep(0.5)
+    for pid in pids:  # the workers went down with torchrun
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
