@@ -108,7 +108,7 @@ def containers() -> Figure:
                 _arrow(ax, (0.5, y + h + gap), (0.5, y + h))
         if panel["title"] == "nn.ModuleList":
             first, last = top - h / 2, top - len(boxes) * (h + gap) + gap + h / 2
-            _arrow(ax, (0.93, last), (0.93, first), curve=0.0, dashed=True,
+            _arrow(ax, (0.93, first), (0.93, last), curve=0.0, dashed=True,
                    color=panel["colors"][1])
         ax.text(0.5, 0.2, panel["caption"], ha="center", va="center", fontsize=9.5,
                 linespacing=1.35)
