@@ -279,30 +279,36 @@ def param_groups(model: nn.Module, head_lr: float, backbone_lr: float, *,
 
 @contextmanager
 def capture_activations(model: nn.Module, layer_names: Iterable[str], *,
-                        detach: bool = True) -> Iterator[dict[str, Any]]:
+                        detach: bool = True, copy: bool = True) -> Iterator[dict[str, list[Any]]]:
     """Record the outputs of named submodules with forward hooks while the block runs.
 
-    Yields a dict that each forward pass fills with ``{layer name: output}``. The hooks are
-    removed on exit, also when the block raises.
+    Yields a dict ``{layer name: [output, ...]}`` with one entry per call, in call order: a module
+    can run more than once per forward pass (torchvision's ResNet blocks call their one ``relu``
+    two or three times), and every forward pass in the block adds its calls. Tensor outputs are
+    detached and copied (``detach``, ``copy``): ResNet's blocks change tensors in place after
+    they were produced (``out += identity``, ``ReLU(inplace=True)``), so a stored reference would
+    show the later values. The hooks are removed on exit, also when the block raises.
 
-    >>> with capture_activations(net, ["layer1", "layer4"]) as acts:
+    >>> with capture_activations(net, ["layer4", "layer1.0.relu"]) as acts:
     ...     logits = net(x)
-    >>> acts["layer4"].shape
-    torch.Size([2, 2048, 1, 1])
+    >>> acts["layer4"][0].shape, len(acts["layer1.0.relu"])
+    (torch.Size([2, 2048, 1, 1]), 3)
     """
-    names = list(layer_names)
+    names = list(dict.fromkeys(layer_names))
     modules = dict(model.named_modules())
     unknown = [n for n in names if n not in modules]
     if unknown:
         children = [n for n, _ in model.named_children()]
         raise KeyError(f"{type(model).__name__} has no submodule(s) {unknown}; "
                        f"its children are {children}")
-    captured: dict[str, Any] = {}
+    captured: dict[str, list[Any]] = {name: [] for name in names}
 
     def make_hook(name: str):
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            captured[name] = (output.detach() if detach and isinstance(output, Tensor)
-                              else output)
+            if isinstance(output, Tensor):
+                output = output.detach() if detach else output
+                output = output.clone() if copy else output
+            captured[name].append(output)
         return hook
 
     handles = [modules[n].register_forward_hook(make_hook(n)) for n in names]

@@ -239,15 +239,38 @@ def test_capture_activations_records_and_removes_hooks():
     net = small_resnet().eval()
     with capture_activations(net, ["layer1", "layer4", "avgpool"]) as acts:
         net(X)
-    assert acts["layer1"].shape == (2, 64, 8, 8)
-    assert acts["layer4"].shape == (2, 512, 1, 1)
-    assert acts["avgpool"].shape == (2, 512, 1, 1)
-    assert not acts["layer4"].requires_grad
+    assert [tuple(t.shape) for t in acts["layer1"]] == [(2, 64, 8, 8)]
+    assert [tuple(t.shape) for t in acts["layer4"]] == [(2, 512, 1, 1)]
+    assert [tuple(t.shape) for t in acts["avgpool"]] == [(2, 512, 1, 1)]
+    assert not acts["layer4"][0].requires_grad
     assert all(not m._forward_hooks for m in net.modules())
     with pytest.raises(ValueError, match="boom"):
         with capture_activations(net, ["layer2"]):
             raise ValueError("boom")
     assert all(not m._forward_hooks for m in net.modules())
+
+
+def test_capture_activations_keeps_every_call_of_a_reused_module():
+    net = small_resnet().eval()
+    block = net.layer1[0]  # BasicBlock: one relu module, called twice per forward
+    with capture_activations(net, ["relu", "layer1.0.relu", "layer1.0.bn2"]) as acts:
+        with torch.no_grad():
+            net(X)
+            net(X[:1])
+    assert [t.shape[0] for t in acts["relu"]] == [2, 1]  # the stem's relu: once per forward
+    reused = acts["layer1.0.relu"]
+    assert [t.shape[0] for t in reused] == [2, 2, 1, 1]  # twice per forward, in call order
+    with torch.no_grad():
+        block_input = net.maxpool(acts["relu"][0])
+        torch.testing.assert_close(reused[0], block.relu(block.bn1(block.conv1(block_input))))
+        # the 2nd call is the block's output: relu(bn2(...) + identity)
+        torch.testing.assert_close(reused[1], block.relu(acts["layer1.0.bn2"][0] + block_input))
+    # without the copy, bn2's stored output is what `out += identity` and the relu made of it
+    with capture_activations(net, ["layer1.0.bn2", "layer1.0"], copy=False) as shared:
+        with torch.no_grad():
+            net(X)
+    assert torch.equal(shared["layer1.0.bn2"][0], shared["layer1.0"][0])
+    assert not torch.equal(acts["layer1.0.bn2"][0], reused[1])
 
 
 def test_capture_activations_rejects_unknown_names():
