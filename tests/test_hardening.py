@@ -380,3 +380,25 @@ def test_best_and_last_refuses_bad_arguments(tmp_path):
         BestAndLast(tmp_path, model=_net(), mode="up")
     with pytest.raises(ValueError, match="the history has no 'val_f1' values"):
         BestAndLast(tmp_path, model=_net(), metric="val_f1")(0, _history([0.5]))
+
+
+# --- item 10: helpers.checkpoint is a package of single-purpose modules ----------------------------
+
+PUBLISHED = ["CheckpointError", "IncompatibleKeys", "checkpoint_summary", "load_checkpoint",
+             "load_weights", "load_whole_model", "outputs_equal", "save_checkpoint", "save_weights",
+             "state_dicts_equal", "strip_prefixes", "temp_path_for", "unwrap_model", "FORMAT",
+             "WRAPPER_PREFIXES", "WEIGHT_KEYS", "RESERVED_KEYS", "PathLike", "_atomic_write", "_read"]
+
+
+def test_checkpoint_is_a_package_of_small_modules_with_the_same_api(capsys):
+    import helpers.checkpoint as package
+    from helpers.modify import show_source
+
+    folder = Path(package.__file__).parent
+    assert folder.name == "checkpoint" and not (folder.parent / "checkpoint.py").exists()
+    sizes = {p.name: len(p.read_text().splitlines()) for p in folder.glob("*.py")}
+    assert len(sizes) >= 6 and max(sizes.values()) <= 300, sizes
+    missing = [name for name in PUBLISHED if not hasattr(package, name)]
+    assert not missing
+    show_source(package._atomic_write)  # chapter 3 shows it
+    assert capsys.readouterr().out.startswith("def _atomic_write(path: Path, write:")
