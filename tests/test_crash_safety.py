@@ -2,7 +2,8 @@
 
 A writer process saves epochs 1, 2, 3, ... to one path in a loop and is killed with SIGKILL at a
 random moment; then the path must load and hold one whole state. A kill during a save may leave the
-temporary file ``.last.pt.tmp-<pid of the writer>`` next to it, which nothing reads. Writers fork
+temporary file ``.last.pt.tmp-<pid of the writer>`` next to it, which nothing reads and the next
+save or ``load_checkpoint`` in that folder removes (its process no longer exists). Writers fork
 from a ``forkserver`` that has already imported torch, so a trial costs milliseconds, not an
 interpreter start-up.
 """
@@ -95,7 +96,14 @@ def test_sigkill_at_random_moments_leaves_a_complete_checkpoint(tmp_path, forkse
         if not path.exists():
             assert previous is None, f"trial {trial}: the checkpoint disappeared"
             continue
+        leftovers = [p.name for p in tmp_path.iterdir() if p != path]
+        matches = [TEMP_NAME.match(name) for name in leftovers]
+        assert all(matches), f"unexpected files next to the checkpoint: {leftovers}"
+        assert {int(m.group(1)) for m in matches} <= killed  # only temp files of killed writers
+        temps += len(leftovers)
         info = load_checkpoint(path, model=probe, restore_rng=False)
+        left = [p.name for p in tmp_path.iterdir() if p != path]
+        assert not left, f"trial {trial}: load_checkpoint left the dead writers' temps: {left}"
         epoch = info["epoch"]
         assert epoch in (previous, newer), f"trial {trial}: {epoch}, not {previous} or {newer}"
         kinds["old" if epoch == previous else "new"] += 1
@@ -103,13 +111,8 @@ def test_sigkill_at_random_moments_leaves_a_complete_checkpoint(tmp_path, forkse
         assert info["tag"] == f"epoch {epoch}" and info["marks"] == [epoch] * 3
         assert torch.load(path, weights_only=True)["epoch"] == epoch
         in_file = epoch
-        leftovers = [p.name for p in tmp_path.iterdir() if p != path]
-        matches = [TEMP_NAME.match(name) for name in leftovers]
-        assert all(matches), f"unexpected files next to the checkpoint: {leftovers}"
-        assert {int(m.group(1)) for m in matches} <= killed  # only temp files of killed writers
-        temps = len(leftovers)
     print(f"{TRIALS} kills: file held the older state {kinds['old']}x, the newer "
-          f"{kinds['new']}x; {temps} temp files left by kills mid-save")
+          f"{kinds['new']}x; {temps} temp files left by kills mid-save, each removed by the next load")
     assert in_file is not None
     assert temps > 0, "no kill landed during a save; the test exercised nothing"
 
