@@ -9,9 +9,10 @@ Several processes (one per GPU, or CPU processes on gloo), on one or many machin
     torchrun --standalone --nproc-per-node=2 -m helpers.pipeline --checkpoint-dir runs/ddp
 
 Each epoch rank 0 writes ``last.pt`` (and ``best.pt`` when validation accuracy improves) with
-``helpers.checkpoint.save_checkpoint``: unprefixed weights, optimizer, scheduler, epoch, RNG states.
-``--resume`` continues from ``last.pt``. Ctrl-C or SIGTERM stops the run between two atomic saves,
-so the last complete checkpoint stays intact.
+``helpers.checkpoint.BestAndLast``: unprefixed weights, optimizer, scheduler, epoch, RNG states.
+``--resume`` continues from ``last.pt``. Rank 0 locks the folder, so a second run on the same
+``--checkpoint-dir`` is refused instead of overwriting this one's files. Ctrl-C or SIGTERM stops
+the run between two atomic saves, so the last complete checkpoint stays intact.
 """
 
 from __future__ import annotations
