@@ -199,8 +199,8 @@ def resume_training(path, model, optimizer, scheduler, data, epochs):
 
 def test_resume_right_answer(capsys):
     assert check_resume_training(resume_training)
-    assert capsys.readouterr().out == ("[OK] resumed at epoch 2, trained to 4; weights and history "
-                                       "equal the uninterrupted run's\n")
+    assert capsys.readouterr().out == ("[OK] resumed after epoch 2, trained to epoch 4; weights "
+                                       "and history equal the uninterrupted run's\n")
 
 
 def test_resume_without_history():
@@ -209,7 +209,7 @@ def test_resume_without_history():
         return fit(model, data, optimizer, epochs=epochs, scheduler=scheduler,
                    start_epoch=state["start_epoch"], progress=False)
 
-    with pytest.raises(ExerciseError, match=r"starts at epoch 2.*History.from_dict"):
+    with pytest.raises(ExerciseError, match=r"starts at epoch 3: .*History.from_dict"):
         check_resume_training(no_history)
 
 
@@ -234,6 +234,20 @@ def test_resume_without_scheduler():
 
     with pytest.raises(ExerciseError, match="scheduler counted 2 steps, expected 4"):
         check_resume_training(no_scheduler)
+
+
+def test_resume_history_without_the_first_epochs_counts_from_1():
+    def rebuilt_history(path, model, optimizer, scheduler, data, epochs):
+        state = load_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler)
+        history = History.from_dict(state["history"])
+        fit(model, data, optimizer, epochs=epochs, scheduler=scheduler,
+            start_epoch=state["start_epoch"], history=history, progress=False)
+        history.epoch[:] = [0, 2, 3, 4]  # as if one epoch were counted twice
+        return history
+
+    with pytest.raises(ExerciseError, match=r"lists the epochs \[1, 3, 4, 5\], expected "
+                                            r"\[1, 2, 3, 4\].*holds epoch 2, finished"):
+        check_resume_training(rebuilt_history)
 
 
 def test_resume_without_random_state():

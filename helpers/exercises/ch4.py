@@ -225,12 +225,12 @@ def check_resume_training(resume_fn: Callable[..., Any]) -> bool:
     from its checkpoint to ``epochs`` and returns the full ``History``.
 
     The checker trains a small TinyResNet for 4 epochs with ``fit``, saving a checkpoint (with the
-    history among its extras) after epoch 1. It passes that file, fresh objects and the data to
-    ``resume_fn`` and compares the result with the uninterrupted run: the same weights, bit for
-    bit, and the same history.
+    history among its extras) after epoch 2 (epochs counted from 1). It passes that file, fresh
+    objects and the data to ``resume_fn`` and compares the result with the uninterrupted run: the
+    same weights, bit for bit, and the same history.
 
     >>> check_resume_training(resume_training)
-    [OK] resumed at epoch 2, trained to 4; weights and history equal the uninterrupted run's
+    [OK] resumed after epoch 2, trained to epoch 4; weights and history equal the uninterrupted ...
     """
     data = _resume_data()
     saved_rng = (torch.get_rng_state(), random.getstate(), np.random.get_state())
@@ -256,7 +256,7 @@ def check_resume_training(resume_fn: Callable[..., Any]) -> bool:
             hint = ""
             if "Tried to step" in str(exc):
                 hint = (f". The one-cycle schedule ran out of steps: more epochs were trained than "
-                        f"planned. The checkpoint holds epoch {_SAVED_EPOCH}, already finished; "
+                        f"planned. The checkpoint holds epoch {_SAVED_EPOCH + 1}, already finished; "
                         f"start at the next one, start_epoch=state['start_epoch']")
             raise ExerciseError(f"calling resume(path, model, optimizer, scheduler, data, epochs) "
                                 f"failed with {type(exc).__name__}: {_first_line(exc)}"
@@ -270,14 +270,16 @@ def check_resume_training(resume_fn: Callable[..., Any]) -> bool:
             f"your function returned a {type(history).__name__}; return the History that fit "
             f"returns")
     want = list(range(_RESUME_EPOCHS))
+    first = history.epoch[0] + 1 if history.epoch else "(empty)"  # epochs counted from 1
     require(history.epoch[:1] == [0],
-            f"the history starts at epoch {history.epoch[0] if history.epoch else '(empty)'}: the "
+            f"the history starts at epoch {first}: the "
             f"epochs before the checkpoint are missing. Pass history=History.from_dict("
             f"state['history']) to fit, so it continues the saved curves")
     require(history.epoch == want,
-            f"the history lists the epochs {history.epoch}, expected {want}. Start at the epoch "
-            f"after the saved one: start_epoch=state['start_epoch'] (the checkpoint holds epoch "
-            f"{_SAVED_EPOCH}, finished)")
+            f"the history lists the epochs {[e + 1 for e in history.epoch]}, expected "
+            f"{[e + 1 for e in want]}. Start at the epoch after the saved one: "
+            f"start_epoch=state['start_epoch'] (the checkpoint holds epoch {_SAVED_EPOCH + 1}, "
+            f"finished)")
     require(scheduler.state_dict()["last_epoch"] == _RESUME_EPOCHS,
             f"the scheduler counted {scheduler.state_dict()['last_epoch']} steps, expected "
             f"{_RESUME_EPOCHS}: it was not restored, so the learning-rate schedule started over. "
@@ -291,8 +293,8 @@ def check_resume_training(resume_fn: Callable[..., Any]) -> bool:
     require(history.val_acc == reference.val_acc,
             "the weights match, but the history's validation accuracies do not: return the "
             "History that fit returned")
-    return passed(f"resumed at epoch {_SAVED_EPOCH + 1}, trained to {_RESUME_EPOCHS}; weights and "
-                  f"history equal the uninterrupted run's")
+    return passed(f"resumed after epoch {_SAVED_EPOCH + 1}, trained to epoch {_RESUME_EPOCHS}; "
+                  f"weights and history equal the uninterrupted run's")
 
 
 # Exercise 4 ------------------------------------------------------------------------------------
