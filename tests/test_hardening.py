@@ -370,6 +370,11 @@ def test_best_and_last_min_mode_resume_and_no_save(tmp_path):
     assert _run(save, [1.0, 0.5, 0.7, 0.4], key="val_loss") == [0, 1, 1, 3]
     resumed = BestAndLast(tmp_path / "resumed", model=_net(), best=0.9)
     assert _run(resumed, [0.5, 0.95]) == [None, 1]
+    continued = BestAndLast(tmp_path / "continued", model=_net())  # a resumed fit's history
+    continued(2, _history([0.5, 0.9, 0.8]))
+    assert continued.best == 0.9 and not continued.best_path.exists()
+    continued(3, _history([0.5, 0.9, 0.8, 0.91]))
+    assert continued.best_path.exists() and continued.best_epoch == 3
     quiet = BestAndLast(tmp_path / "quiet", model=_net(), save=False)
     quiet(0, _history([0.5]))
     assert not (tmp_path / "quiet").exists() and quiet.best == 0.5

@@ -32,8 +32,8 @@ class BestAndLast:
     metric so far) and ``extras`` (class names, a config...). Each write is atomic. Under
     ``torch.distributed`` every rank tracks the best (all evaluate the same weights) but only rank 0
     writes (``save=None`` decides that; pass ``save=False`` to write nothing), then all ranks wait
-    for it. After ``--resume``, pass the checkpoint's ``best_acc`` as ``best=`` so an epoch must
-    beat it to replace ``best.pt``.
+    for it. After a resume, an epoch must beat the best of the history ``fit`` continues (or
+    ``best=``, e.g. the checkpoint's ``best_acc``) to replace ``best.pt``; ties keep the older one.
 
     >>> save = BestAndLast(runs / "train", model=net, optimizer=opt, scheduler=sched,
     ...                    class_names=data.class_names)
@@ -60,13 +60,13 @@ class BestAndLast:
         self.last_path, self.best_path = self.folder / last_name, self.folder / best_name
         self.extras = extras
 
-    def _value(self, history: Any) -> float:
+    def _values(self, history: Any) -> list[float]:
         values = history[self.metric] if isinstance(history, Mapping) else getattr(history,
                                                                                     self.metric, None)
         if not values:
             raise ValueError(f"the history has no {self.metric!r} values; pass metric= one of "
                              f"the metrics fit records (val_acc, val_loss, train_loss...)")
-        return float(values[-1])
+        return [float(v) for v in values]
 
     def improved(self, value: float) -> bool:
         """True when ``value`` beats the best so far (a NaN never does)."""
@@ -77,7 +77,11 @@ class BestAndLast:
         return value > self.best if self.mode == "max" else value < self.best
 
     def __call__(self, epoch: int, history: Any) -> None:
-        value = self._value(history)
+        *earlier, value = self._values(history)
+        if self.best is None:  # resumed with a history: the epochs before count too
+            for old in earlier:
+                if self.improved(old):
+                    self.best = old
         better = self.improved(value)
         if better:
             self.best, self.best_epoch = value, epoch
