@@ -113,6 +113,8 @@ def _size(size: float) -> str:
 
 
 def _process_exists(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process there: keep its temps
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
