@@ -385,9 +385,9 @@ def _namespace(num_classes=6, old_classes=3):
 
 
 def test_solutions_cover_every_exercise():
-    assert sorted(SOLUTIONS) == [1, 2, 3, 4]
-    with pytest.raises(ValueError, match="no exercise 5"):
-        solution(5)
+    assert sorted(SOLUTIONS) == [1, 2, 3, 4, 5]
+    with pytest.raises(ValueError, match="no exercise 6"):
+        solution(6)
 
 
 def test_solution_1_passes(capsys):
@@ -413,3 +413,70 @@ def test_solution_4_passes():
     namespace = _namespace(num_classes=5)
     exec(solution(4), namespace)
     assert check_torchrun_command(namespace["command"], **GOAL)
+
+
+# Exercise 5: a cautious prediction that torch.export can trace --------------------------------
+
+check_cautious_predict = ch4.check_cautious_predict.__wrapped__
+
+
+def _confident_net():
+    # a linear classifier: its confidence varies from image to image, some above 0.9, some below
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 4)).eval()
+    with torch.no_grad():
+        net[1].weight.mul_(4)
+    return net
+
+
+def _cautious_right(logits, threshold=0.9):
+    confidence, predicted = logits.softmax(dim=1).max(dim=1)
+    return torch.where(confidence >= threshold, predicted, -1)
+
+
+def _cautious_python_if(logits, threshold=0.9):
+    confidence, predicted = logits.softmax(dim=1).max(dim=1)
+    if (confidence < threshold).any():  # a branch on the values: export cannot trace it
+        return torch.where(confidence >= threshold, predicted, -1)
+    return predicted
+
+
+def test_cautious_scaffold_prints_todo(capsys):
+    def cautious_predict(logits, threshold=0.9): ...
+
+    assert ch4.check_cautious_predict(cautious_predict, _confident_net(), _x(20)) is None
+    assert capsys.readouterr().out == f"[TODO] {ch4.TODO_CAUTIOUS}\n"
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda logits, threshold=0.9: logits.argmax(dim=1), "no -1 where the model is unsure"),
+    (lambda logits, threshold=0.9: [int(i) for i in logits.argmax(dim=1)], "returned a list"),
+    (lambda logits, threshold=0.9: logits.softmax(dim=1), r"returned shape \(4, 3\)"),
+    (lambda logits, threshold=0.9: torch.where(logits.max(dim=1).values >= threshold,
+                                               logits.argmax(dim=1), -1), r"instead of \[0, -1, 2, -1\]"),
+    (lambda logits: logits.argmax(dim=1), "calling your function failed with TypeError"),
+])
+def test_cautious_wrong_answers_say_what_to_change(wrong, message):
+    with pytest.raises(ExerciseError, match=message):
+        check_cautious_predict(wrong, _confident_net(), _x(20))
+
+
+@pytest.mark.slow
+def test_cautious_python_if_is_refused_by_torch_export(capsys):
+    with pytest.raises(ExerciseError, match=r"torch.export could not trace your function .*"
+                                            r"data-dependent.*torch\.where"):
+        check_cautious_predict(_cautious_python_if, _confident_net(), _x(20))
+    ch4.check_cautious_predict(_cautious_python_if, _confident_net(), _x(20))
+    out = capsys.readouterr().out
+    assert out.startswith("[TRY AGAIN] torch.export could not trace") and out.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_cautious_right_answer_and_solution_pass():
+    net, X = _confident_net(), _x(40)
+    labels = _cautious_right(net(X), 0.9)
+    assert (labels == -1).any() and (labels >= 0).any()  # the check sees both kinds of rows
+    assert check_cautious_predict(_cautious_right, net, X) is True
+    namespace = {}
+    exec(str(solution(5)), namespace)
+    assert check_cautious_predict(namespace["cautious_predict"], net, X) is True

@@ -375,6 +375,93 @@ def check_torchrun_command(command: str | Sequence[str], *, processes: int, num_
                   f"rank 0 writes {Path(checkpoint_dir).as_posix()}/last.pt")
 
 
+# Exercise 5 ------------------------------------------------------------------------------------
+
+TODO_CAUTIOUS = ("Write the body of cautious_predict(logits, threshold): per row the argmax class, "
+                 "or -1 where the top softmax probability is below threshold, with torch.where "
+                 "(no Python if on tensor values, so that torch.export can trace it)")
+
+
+class _CautiousModel(nn.Module):
+    """The deployed model with the learner's ``cautious_predict`` on top, as one module to export."""
+
+    def __init__(self, model: nn.Module, cautious_fn: Callable[..., Any], threshold: float) -> None:
+        super().__init__()
+        self.model, self.cautious_fn, self.threshold = model, cautious_fn, threshold
+
+    def forward(self, x: Tensor) -> Any:
+        return self.cautious_fn(self.model(x), self.threshold)
+
+
+def _cautious_reference(logits: Tensor, threshold: float) -> Tensor:
+    confidence, predicted = logits.softmax(dim=1).max(dim=1)
+    return torch.where(confidence >= threshold, predicted, -1)
+
+
+@checker(todo=TODO_CAUTIOUS)
+def check_cautious_predict(cautious_fn: Callable[..., Any], model: nn.Module, X: Tensor, *,
+                           threshold: float = 0.9) -> bool:
+    """Exercise 5: ``cautious_fn(logits, threshold)`` gives the class index per row, or -1 where
+    the model is unsure, and ``torch.export`` can trace it with a dynamic batch dimension.
+
+    The checker first calls the function on logits with known answers, then exports the model
+    with the function on top and compares the exported program with eager at unseen batch sizes.
+
+    >>> check_cautious_predict(cautious_predict, deployed, test_cpu.X)
+    [OK] a class or -1 for each image; torch.export traced it with a dynamic batch; ...
+    """
+    from helpers.export import quiet_export
+
+    logits = torch.tensor([[4.0, 0.0, 0.0], [0.1, 0.2, 0.0], [0.0, 0.0, 9.0], [1.0, 1.0, 1.0]])
+    expected = _cautious_reference(logits, threshold)  # [0, -1, 2, -1] at 0.9
+    try:
+        got = cautious_fn(logits.clone(), threshold)
+    except Exception as exc:  # the learner's code may fail in any way
+        raise ExerciseError(f"calling your function failed with {type(exc).__name__}: "
+                            f"{_first_line(exc)}") from None
+    require(isinstance(got, Tensor),
+            f"your function returned a {type(got).__name__}; return one tensor of class indices "
+            f"(torch.where keeps it a tensor: an exported program cannot build Python lists)")
+    require(tuple(got.shape) == (len(logits),),
+            f"for logits of shape {tuple(logits.shape)} your function returned shape "
+            f"{tuple(got.shape)}; return one index per row (reduce over dim=1)")
+    if not torch.equal(got.long(), expected):
+        argmax = logits.argmax(dim=1)
+        require(not torch.equal(got.long(), argmax),
+                f"no -1 where the model is unsure: rows 1 and 3 have a top probability of 0.37 "
+                f"and 0.33, below threshold={threshold}; use torch.where(confidence >= threshold, "
+                f"predicted, -1)")
+        raise ExerciseError(f"for the logits {logits.tolist()} your function returned "
+                            f"{got.tolist()} instead of {expected.tolist()}: the argmax class per "
+                            f"row where the top softmax probability is at least {threshold}, else -1")
+    wrapped = _CautiousModel(model, cautious_fn, threshold).eval()
+    device = _device(model)
+    X = X.to(device)
+    batch = torch.export.Dim("batch", min=1)
+    try:
+        with quiet_export():
+            program = torch.export.export(wrapped, (X[:4],), dynamic_shapes=({0: batch},)).module()
+    except Exception as exc:  # what torch.export says about the learner's code
+        raise ExerciseError(
+            f"torch.export could not trace your function ({type(exc).__name__}: "
+            f"{_first_line(exc)[:160]}). A Python if, a loop over the rows, .item() or bool() on "
+            f"tensor values depend on the data; compute all rows at once with "
+            f"torch.where(confidence >= threshold, predicted, -1)") from None
+    sizes = [n for n in (1, 13, len(X)) if n <= len(X)]
+    with torch.no_grad():
+        for n in sizes:
+            eager = wrapped(X[:n])
+            exported = program(X[:n])
+            require(torch.equal(exported.long(), eager.long()),
+                    f"at batch size {n} the exported program gives {exported[:8].tolist()} but "
+                    f"eager {eager[:8].tolist()}; the export kept a decision made for the example "
+                    f"batch: use tensor operations only")
+        unsure = int((wrapped(X) == -1).sum())
+    return passed(f"a class or -1 for each image; torch.export traced it with a dynamic batch and "
+                  f"agrees with eager at batch sizes {', '.join(map(str, sizes))}; {unsure} of "
+                  f"{len(X)} images are below {threshold}")
+
+
 #: The answers, as code to paste into the exercise cells (``solution(n)`` shows one). They use the
 #: notebook's names: settings, old_model, old_classes, arch, and the imports of its Setup cell.
 SOLUTIONS = {
@@ -415,9 +502,17 @@ SOLUTIONS = {
         command = ("torchrun --standalone --nproc-per-node=4 -m helpers.pipeline --device cpu "
                    f"--num-classes {settings.num_classes} --epochs 5 --checkpoint-dir runs/ch4/ex4")
         """,
+    5: """
+        import torch
+
+
+        def cautious_predict(logits, threshold=0.9):
+            confidence, predicted = logits.softmax(dim=1).max(dim=1)
+            return torch.where(confidence >= threshold, predicted, -1)
+        """,
 }
 
 solution = solution_lookup(4, SOLUTIONS)
 
-__all__ = ["SOLUTIONS", "check_extended_model", "check_predict_function", "check_resume_training",
-           "check_torchrun_command", "solution"]
+__all__ = ["SOLUTIONS", "check_cautious_predict", "check_extended_model", "check_predict_function",
+           "check_resume_training", "check_torchrun_command", "solution"]
