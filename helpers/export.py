@@ -61,7 +61,13 @@ def missing_onnx_packages() -> list[str]:
     >>> missing_onnx_packages()
     []
     """
-    return [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
+    def missing(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is None
+        except (ImportError, ValueError):  # a broken install, or one blocked on purpose
+            return True
+
+    return [name for name in ONNX_PACKAGES if missing(name)]
 
 
 def _require_onnx() -> None:

@@ -230,3 +230,17 @@ def test_quiet_export_leaves_only_the_exception(capfd):
         torch.export.export(model, (x,))
     assert capfd.readouterr() == ("", "")
     assert logging.root.manager.disable == logging.NOTSET  # logging is back on afterwards
+
+
+def test_a_package_that_cannot_be_found_counts_as_missing(monkeypatch):
+    real = export.importlib.util.find_spec
+
+    def find_spec(name, package=None):
+        if name == "onnxruntime":
+            return None
+        if name == "onnxscript":
+            raise ValueError("onnxscript.__spec__ is None")  # a half-removed install
+        return real(name, package)
+
+    monkeypatch.setattr(export.importlib.util, "find_spec", find_spec)
+    assert export.missing_onnx_packages() == ["onnxscript", "onnxruntime"]
