@@ -287,3 +287,16 @@ def test_stamp_urls_refuses_a_url_colab_cannot_open(tmp_path):
     pyproject.write_text(pyproject.read_text().replace(url, "https://gitlab.com/someone/course"))
     with pytest.raises(stamp_urls.StampError, match="Colab opens notebooks from GitHub only"):
         stamp_urls.stamp(root)
+
+
+def test_colab_ref_resolves_in_this_repository():
+    """The badges and Setup cells open the notebooks at colab-ref: it must exist (a branch, tag or
+    commit of this repository), or every Colab install fails."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    ref = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["course"]["colab-ref"]
+    found = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+                           cwd=ROOT, capture_output=True, text=True)
+    assert found.returncode == 0, (
+        f"[tool.course] colab-ref = {ref!r} is not a branch, tag or commit of this repository; "
+        "push the tag first, or point colab-ref at the default branch, then `make stamp-urls`")
