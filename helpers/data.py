@@ -13,7 +13,6 @@ nothing here downloads by default.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,19 +212,6 @@ def set_epoch(loader: object, epoch: int) -> bool:
             return True
         todo += [getattr(obj, "batch_sampler", None), getattr(obj, "sampler", None)]
     return False
-
-
-def BatchLoader(split: Split, batch_size: int = 64, *, shuffle: bool = False,  # noqa: N802
-                drop_last: bool = False, sampler: Iterable[int] | None = None,
-                generator: torch.Generator | None = None) -> DataLoader:
-    """Deprecated: use ``make_loader`` (the same arguments), which returns a standard ``DataLoader``.
-
-    Kept so that older notebooks run; it emits a ``PendingDeprecationWarning`` (hidden by default).
-    """
-    warnings.warn("BatchLoader is deprecated; use helpers.data.make_loader, which returns a "
-                  "torch.utils.data.DataLoader", PendingDeprecationWarning, stacklevel=2)
-    return make_loader(split, batch_size, shuffle=shuffle, drop_last=drop_last, sampler=sampler,
-                       generator=generator)
 
 
 class DatasetUnavailableError(RuntimeError):

@@ -31,6 +31,7 @@ from helpers.checkpoint import CheckpointError, PathLike, _read, load_weights, s
 from helpers.checkpoint.atomic import _atomic_write
 from helpers.models import TinyResNet
 from helpers.plots import predict
+from helpers.report import measured, tolerate_narrow_console
 
 # TinyResNet's constructor arguments, as a sidecar or a checkpoint's config stores them.
 ARCH_KEYS = ("num_classes", "in_channels", "width", "depth", "dropout")
@@ -255,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     from helpers.data import load_digits
     from helpers.settings import SettingsError, parse_device
 
+    tolerate_narrow_console()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -272,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     shown = max(0, min(args.show, len(test.y)))
     print(f"loaded {args.checkpoint.name}: TinyResNet, {config['num_classes']} classes, width "
           f"{config['width']}, depth {config['depth']}; eval mode: {not model.training}")
-    print(f"test accuracy {accuracy:.2f} on {len(test.y)} images")
+    print(f"test accuracy {measured(accuracy)} on {len(test.y)} images")
     if shown:
         print(f"first {shown} predicted: {' '.join(names[int(i)] for i in predicted[:shown])}")
         print(f"first {shown} true:      {' '.join(names[int(i)] for i in test.y[:shown])}")

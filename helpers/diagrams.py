@@ -265,7 +265,8 @@ def _parts_from_dict(checkpoint: Mapping[str, Any]) -> dict[str, str]:
         scale = checkpoint["scaler"].get("scale")
         parts["scaler"] = f"scale {scale:g}" if isinstance(scale, (int, float)) else "saved"
     if "epoch" in checkpoint:
-        parts["epoch"] = f"{checkpoint['epoch']} finished\nresume at {int(checkpoint['epoch']) + 1}"
+        done = int(checkpoint["epoch"]) + 1  # the stored epoch is fit's index, counted from 0
+        parts["epoch"] = f"index {checkpoint['epoch']}: {done} done\nresume at start_epoch {done}"
     if isinstance(checkpoint.get("rng"), Mapping):
         parts["rng"] = "generators:\n" + ", ".join(map(str, checkpoint["rng"]))
     known = {"model", "model_state_dict", "optimizer", "optimizer_state_dict", "scheduler",

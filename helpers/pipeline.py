@@ -34,6 +34,7 @@ from helpers.checkpoint import BestAndLast, CheckpointError, FolderLock, load_ch
 from helpers.data import load_digits, make_loader
 from helpers.distributed import cleanup_distributed, is_main_process, setup_distributed
 from helpers.models import TinyResNet
+from helpers.report import measured, tolerate_narrow_console
 from helpers.seeding import seed_everything
 from helpers.settings import SettingsError, parse_device, parse_num_classes
 from helpers.training import History, evaluate, fit, one_cycle
@@ -227,6 +228,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    tolerate_narrow_console()
     args = parse_args(argv)
     try:
         summary = run(args)
@@ -241,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     if summary["rank"] == 0:
         print(f"done: {summary['num_classes']} classes, {summary['world_size']} process(es) on "
-              f"{summary['device']}; best val acc {summary['best_val_acc']:.3f}, "
-              f"test acc {summary['test_acc']:.3f}; checkpoint {summary['checkpoint']}")
+              f"{summary['device']}; best val acc {measured(summary['best_val_acc'])}, "
+              f"test acc {measured(summary['test_acc'])}; checkpoint {summary['checkpoint']}")
     return 0
 
 

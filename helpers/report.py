@@ -14,6 +14,7 @@ counts, messages, schedule values) is a *fact* and is compared digit for digit.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable
 
 #: The mark in front of every measured number; sanitize.cfg masks ``≈`` + the number after it.
@@ -45,3 +46,14 @@ def percent(value: float, ndigits: int = 0) -> str:
     '≈97%'
     """
     return f"{MARK}{_number(100 * float(value), ndigits)}%"
+
+
+def tolerate_narrow_console() -> None:
+    """Let a command-line tool print ``≈`` on any console: where stdout's encoding lacks it (a
+    Windows pipe in cp1252), the mark becomes ``?`` instead of raising ``UnicodeEncodeError``.
+
+    >>> tolerate_narrow_console()  # first thing in main()
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")

@@ -5,7 +5,6 @@ from hypothesis import strategies as st
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from helpers.data import (
-    BatchLoader,
     DatasetUnavailableError,
     Split,
     load_digits,
@@ -174,13 +173,6 @@ def test_set_epoch_leaves_plain_iterables_alone():
 def test_loader_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         make_loader(load_digits(2).train, **kwargs)
-
-
-def test_batch_loader_is_a_deprecated_alias():
-    split = load_digits(2).train
-    with pytest.warns(PendingDeprecationWarning, match="use helpers.data.make_loader"):
-        loader = BatchLoader(split, 64, shuffle=True)
-    assert isinstance(loader, DataLoader) and len(loader) == -(-len(split) // 64)
 
 
 def test_torchvision_sets_are_opt_in_and_explain_when_missing(tmp_path):

@@ -23,6 +23,7 @@ from helpers.deploy import (
 )
 from helpers.models import TinyResNet
 from helpers.plots import predict
+from helpers.report import measured
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,7 +138,7 @@ def test_main_prints_accuracy_and_writes_predictions(tmp_path, capsys):
     expected = predict(net, test.X)
     accuracy = float((expected == test.y).float().mean())
     assert printed[0] == "loaded d.safetensors: TinyResNet, 3 classes, width 8, depth 1; eval mode: True"
-    assert printed[1] == f"test accuracy {accuracy:.2f} on {len(test.y)} images"
+    assert printed[1] == f"test accuracy {measured(accuracy)} on {len(test.y)} images"
     assert printed[2] == "first 4 predicted: " + " ".join("abc"[int(i)] for i in expected[:4])
     assert printed[3] == "first 4 true:      " + " ".join("abc"[int(i)] for i in test.y[:4])
     saved = json.loads(out.read_text())

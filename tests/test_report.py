@@ -40,3 +40,17 @@ def test_unmarked_numbers_stay_compared():
     assert sanitize("torch.Size([8, 10]) 1,290 parameters lr 0.00293") == \
         "torch.Size([8, 10]) 1,290 parameters lr 0.00293"
     assert sanitize(f"acc {MARK}0.98") != sanitize("acc 0.98")
+
+
+def test_a_command_line_tool_prints_the_mark_on_a_cp1252_pipe():
+    """A Windows pipe encodes stdout as cp1252, which has no ≈: the tools print ? instead of dying."""
+    import subprocess
+    import sys
+
+    code = ("from helpers.report import measured, tolerate_narrow_console\n"
+            "tolerate_narrow_console()\nprint('accuracy', measured(0.97))")
+    env = {**__import__("os").environ, "PYTHONIOENCODING": "cp1252"}
+    env.pop("PYTHONUTF8", None)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    assert result.stdout.decode("cp1252").strip() == "accuracy ?0.97"

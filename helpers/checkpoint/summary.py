@@ -112,7 +112,8 @@ def checkpoint_summary(path: PathLike) -> str:
              + (f", ... ({len(obj) - 12} more)" if len(obj) > 12 else "")]
     if "epoch" in obj:
         epoch = obj["epoch"]
-        resumes = (f" (resumes at start_epoch {epoch + 1})" if isinstance(epoch, int)
+        resumes = (f" (fit's index, from 0: {epoch + 1} epoch(s) done; resumes at start_epoch "
+                   f"{epoch + 1})" if isinstance(epoch, int)
                    and not isinstance(epoch, bool) else " (not a whole number: cannot resume)")
         lines.append(f"epoch: {_SHORT.repr(epoch)}{resumes}")
     weights_key = next((k for k in WEIGHT_KEYS if _is_state_dict(obj.get(k))), None)
