@@ -57,7 +57,7 @@ lab: $(LAB_STAMP)
 NB_ENV := COURSE_DEVICE=cpu COURSE_NUM_CLASSES= OMP_NUM_THREADS=1
 
 test: $(DEV_STAMP)
-	$(NB_ENV) MPLBACKEND=Agg $(PY) -m pytest $(NBVAL) tests notebooks $(PYTEST_ARGS)
+	$(NB_ENV) COURSE_REQUIRE_DEV_TOOLS=1 MPLBACKEND=Agg $(PY) -m pytest $(NBVAL) tests notebooks $(PYTEST_ARGS)
 
 # Helpers' tests only, no notebooks: the quick loop while editing helpers/.
 test-fast: $(DEV_STAMP)

@@ -9,8 +9,11 @@ Run it from a terminal too: ``python -m helpers.envcheck`` (exit status 1 when s
 
 from __future__ import annotations
 
+import importlib
 import platform
+import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 
@@ -19,6 +22,9 @@ from packaging.requirements import Requirement
 DIST_NAME = "pytorch-model-engineering"
 # Needed to run the notebooks locally, not inside Colab (which has its own Jupyter).
 LAB_EXTRA = "lab"
+# Hosted notebooks ship their own builds of these (CUDA torch, the front end's ipywidgets):
+# installing another version over them breaks the runtime, so the course never does.
+NEVER_INSTALL = frozenset({"torch", "torchvision", "ipywidgets"})
 
 
 @dataclass
@@ -79,6 +85,64 @@ def check_requirement(req: Requirement) -> Check:
                      f"upgrade with: pip install '{req}'", needed_for)
     wanted = f" (needs {req.specifier})" if req.specifier else ""
     return Check(req.name, True, f"{version}{wanted}", needed_for)
+
+
+def missing_requirements(include_lab: bool = False) -> list[Requirement]:
+    """The course's requirements not installed in a version they accept (empty when ready).
+
+    >>> missing_requirements()
+    []
+    """
+    return [req for req in requirements(include_lab) if not check_requirement(req).ok]
+
+
+def install_missing(*, install: bool | None = None,
+                    run: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> list[str]:
+    """Install the course's light requirements that are missing; print one line for each.
+
+    The Setup cell of every chapter calls it after installing the course with ``--no-deps``.
+    ``install`` defaults to True on Colab, where the Setup cell installed the course; elsewhere it
+    only prints what is missing and the command that installs it. torch, torchvision and
+    ipywidgets are never installed (see ``NEVER_INSTALL``). Prints nothing when all is there.
+    Returns the requirements that are still missing.
+
+    >>> install_missing()
+    []
+    """
+    if install is None:
+        install = "google.colab" in sys.modules
+    missing = missing_requirements()
+    to_install = [str(r) for r in missing if install and r.name not in NEVER_INSTALL]
+    for req in missing:
+        if str(req) not in to_install:
+            why = (" (the Setup cell never installs torch, torchvision or ipywidgets)"
+                   if req.name in NEVER_INSTALL else "")
+            print(f"missing: {req.name}, needs {req.specifier or 'any version'}; "
+                  f"install it with: pip install '{req}'{why}")
+    if to_install:
+        print("installing what the course needs and this runtime lacks:", ", ".join(to_install))
+        install_packages(to_install, run=run)
+    return [str(r) for r in missing_requirements()] if missing else []
+
+
+def install_packages(specs: list[str], *,
+                     run: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> bool:
+    """``pip install`` ``specs`` into this kernel's Python, quietly; say what to do if it fails.
+
+    Unlike ``%pip`` it prints no "you may need to restart the kernel" note: new packages import
+    at once (the import caches are refreshed), so no restart is needed.
+
+    >>> install_packages(["onnx>=1.17"])
+    True
+    """
+    result = run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                  *specs], capture_output=True, text=True)
+    importlib.invalidate_caches()
+    if result.returncode != 0:
+        last = (result.stderr or result.stdout or "").strip().splitlines()[-1:] or ["no output"]
+        print(f"could not install {', '.join(specs)}: pip says: {last[0]}; run "
+              f"`pip install {' '.join(repr(s) for s in specs)}` yourself, then restart the kernel")
+    return result.returncode == 0
 
 
 def device_lines() -> list[str]:

@@ -67,7 +67,7 @@ def plot_predictions(model: nn.Module, split: Split, class_names: Sequence[str],
         ax.axis("off")
         if i >= len(y):
             continue
-        ax.imshow(X[i].float().mean(0).cpu(), cmap="gray_r")
+        ax.imshow(X[i].float().mean(0).cpu().numpy(), cmap="gray_r")  # an array: no __array__ warning
         ok = int(pred[i]) == int(y[i])
         ax.set_title(f"{class_names[int(pred[i])]}" + ("" if ok else f" ({class_names[int(y[i])]})"),
                      color="green" if ok else "red", fontsize=9)

@@ -1,7 +1,7 @@
 """Colab readiness, checked without Colab.
 
 - The notebooks run from an installed (not editable) copy of the course package, in a folder that
-  holds nothing but the ``.ipynb`` files, as after the Setup cell's ``%pip install`` on Colab.
+  holds nothing but the ``.ipynb`` files, as after the Setup cell's ``pip install`` on Colab.
 - The notebooks run with ipywidgets 7.7.1, the version Colab ships, laid over this environment.
 - Committed notebooks render on GitHub (widget metadata, when present, carries its state).
 - ``make stamp-urls`` writes the repository URL from pyproject.toml into badges and Setup cells,

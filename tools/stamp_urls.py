@@ -8,7 +8,7 @@ a commit) in ``[tool.course] colab-ref``. Two things in a notebook carry them:
 
 - the Open-in-Colab badge in the first cell, whose link is
   ``https://colab.research.google.com/github/<owner>/<repo>/blob/<ref>/<path of this notebook>``;
-- the Setup cell's ``%pip install -q --no-deps "<package> @ git+<url>@<ref>"``.
+- the Setup cell's course spec, ``"<package> @ git+<url>@<ref>"`` (pip installs it on Colab).
 
 Other Colab links keep the notebook path they point at. Only cell sources change: outputs and
 metadata keep their bytes, and a second run changes nothing.
@@ -125,7 +125,7 @@ def stamp_notebook(nb: dict, notebook_path: str, target: Target) -> list[str]:
         if new != text:
             _set_source(cell, new)
     if not found_pip:
-        problems.append(f'no Setup cell with %pip install ... "{target.package} @ git+<url>@<ref>"')
+        problems.append(f'no Setup cell with the course spec "{target.package} @ git+<url>@<ref>"')
     return problems
 
 
