@@ -21,7 +21,7 @@ PYTEST_ARGS ?=
 # conftest.py supplies the sanitizer (notebooks/sanitize.cfg) and the kernel of this environment.
 NBVAL := --nbval --nbval-cell-timeout=600
 
-.PHONY: help venv venv-dev lab test test-fast test-gpu notebooks lint format bench stamp-urls clean
+.PHONY: help venv venv-dev lab test test-fast test-gpu test-compat notebooks lint format bench stamp-urls clean
 
 help:
 	@echo "make lab        set up .venv and start JupyterLab on notebooks/"
@@ -30,6 +30,7 @@ help:
 	@echo "make lint       ruff on helpers/, tests/ and the notebooks"
 	@echo "make test-gpu   the suite on a CUDA machine (COURSE_DEVICE=cuda, same outputs compared)"
 	@echo "make bench      measure course runtime, loop overhead and checkpoint I/O"
+	@echo "make test-compat PYTHON=3.12 TORCH=2.11 [IPYWIDGETS=7.7.1]  the suite on another stack"
 	@echo "make stamp-urls write pyproject.toml's repository URL and colab-ref into the notebooks"
 
 $(PY):
@@ -70,6 +71,18 @@ test-gpu: $(DEV_STAMP)
 	$(PY) -c "import sys, torch; torch.cuda.is_available() or sys.exit('make test-gpu needs a CUDA GPU: torch ' + torch.__version__ + ' sees none (a CPU-only build, or no driver)')"
 	COURSE_DEVICE=cuda COURSE_NUM_CLASSES= OMP_NUM_THREADS=1 MPLBACKEND=Agg $(PY) -m pytest --nbval --nbval-cell-timeout=600 \
 		tests notebooks -m "not browser" $(PYTEST_ARGS)
+
+# Another Python / torch / ipywidgets stack in a venv of its own under .venv-compat/ (built once,
+# several GB), then the unit tests and strict nbval there (tools/compat.py). Once per release:
+#   make test-compat PYTHON=3.10 TORCH=2.6
+#   make test-compat PYTHON=3.12 TORCH=2.11 IPYWIDGETS=7.7.1    # Google Colab's stack
+#   make test-compat PYTHON=3.13 TORCH=2.15
+TORCH ?=
+IPYWIDGETS ?=
+COMPAT_ARGS ?=
+test-compat:
+	@test -n "$(TORCH)" || { echo "make test-compat needs TORCH=2.x (and PYTHON=3.x), e.g. make test-compat PYTHON=3.12 TORCH=2.11"; exit 2; }
+	$(PYTHON) -m tools.compat --python $(PYTHON) --torch $(TORCH) $(if $(IPYWIDGETS),--ipywidgets $(IPYWIDGETS),) $(COMPAT_ARGS)
 
 # `make notebooks NB=notebooks/03_saving_and_loading.ipynb` re-runs just one.
 NB ?= notebooks/*.ipynb

@@ -70,6 +70,16 @@ def test_gpu_job_runs_make_test_gpu_on_the_self_hosted_gpu_runner():
         "a self-hosted runner must not run code from forks' pull requests")
 
 
+def test_compat_job_covers_the_oldest_torch_colab_and_the_newest_python():
+    job = _workflow()["jobs"]["compat"]
+    stacks = {(m["python"], m["torch"], m["ipywidgets"]) for m in job["strategy"]["matrix"]["include"]}
+    assert ("3.10", "2.6", "") in stacks, "the oldest supported torch (requirements: torch>=2.6)"
+    assert ("3.12", "2.11", "7.7.1") in stacks, "Google Colab's stack"
+    assert any(python == "3.13" for python, _, _ in stacks), "the newest supported Python"
+    assert any(re.search(r"^make test-compat PYTHON=python\$\{\{ matrix.python \}\} TORCH=", run)
+               for run in _runs(job))
+
+
 def test_workflow_calls_only_existing_make_targets():
     targets = _make_targets()
     for name, job in _workflow()["jobs"].items():
