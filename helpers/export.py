@@ -30,6 +30,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,7 +242,11 @@ def load_pt2(path: PathLike) -> tuple[nn.Module, list[str]]:
     """
     path = _existing_export(path)
     extra = {PT2_NAMES_FILE: ""}
-    program = torch.export.load(path, extra_files=extra)
+    with warnings.catch_warnings():
+        # torch 2.11 (Colab's) warns while reading its own archive (torch.frombuffer on read-only
+        # bytes); later releases do not. Nothing writes to those tensors, so the warning says nothing.
+        warnings.filterwarnings("ignore", message="The given buffer is not writable", category=UserWarning)
+        program = torch.export.load(path, extra_files=extra)
     names = json.loads(extra[PT2_NAMES_FILE]) if extra[PT2_NAMES_FILE] else []
     return program.module(), names
 
