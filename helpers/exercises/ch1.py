@@ -3,7 +3,7 @@
 >>> check_named_sequential(None, num_classes=settings.num_classes, batch=X)
 [TODO] Build named_net: an nn.Sequential from an OrderedDict with the layers conv, relu, ...
 >>> check_named_sequential(net, num_classes=settings.num_classes, batch=X)
-[OK] conv -> relu -> pool -> flatten -> fc, output (8, 10)
+[OK] conv -> relu -> pool -> flatten -> fc, output (8, 10) for 8 images, 1 and 3 alike
 
 Each checker prints one line, ``[TODO]``, ``[TRY AGAIN]`` or ``[OK]``, and never raises; the strict
 version (raises ``ExerciseError``, returns True) is ``check_x.__wrapped__``. ``solution(n)``
@@ -12,20 +12,25 @@ shows the answer to exercise ``n``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import inspect
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from helpers.exercises import (
-    ExerciseError,
-    Unanswered,
-    checker,
-    is_scaffold,
-    passed,
-    require,
-    solution_lookup,
+from helpers.exercises import ExerciseError, Unanswered, checker, is_scaffold, passed, require
+from helpers.exercises import solution_lookup as _solution_lookup
+from helpers.exercises.common import (
+    count_calls,
+    digits,
+    eval_mode,
+    hidden_modules,
+    hidden_parameter_count,
+    require_logits,
+    run_eval,
+    shared_entries,
 )
+from helpers.exercises.solutions import CH1 as SOLUTIONS
 from helpers.models import count_parameters
 
 #: Exercise 1: the names (and layer types) the named ``nn.Sequential`` must have, in order.
@@ -36,35 +41,6 @@ SEQUENTIAL_LAYERS: tuple[tuple[str, type[nn.Module]], ...] = (
     ("flatten", nn.Flatten),
     ("fc", nn.Linear),
 )
-
-
-def _run(model: nn.Module, batch: Tensor, what: str, **kwargs: object) -> Tensor:
-    """Call ``model(batch, **kwargs)`` in eval mode; turn a crash into a readable ExerciseError."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model(batch, **kwargs)
-    except Exception as exc:  # the learner's code may fail in any way; explain, don't crash
-        raise ExerciseError(f"calling {what} on a batch of shape {tuple(batch.shape)} failed "
-                            f"with {type(exc).__name__}: {exc}") from None
-    finally:
-        model.train(was_training)
-    require(isinstance(out, Tensor),
-            f"{what} returned {type(out).__name__}, not a tensor of logits")
-    return out
-
-
-def _check_logits(out: Tensor, batch: Tensor, num_classes: int, what: str) -> None:
-    expected = (len(batch), num_classes)
-    require(out.ndim == 2,
-            f"{what} returns shape {tuple(out.shape)}; expected {expected} (one row of "
-            f"{num_classes} logits per image). Did you forget to flatten?")
-    require(out.shape[1] == num_classes,
-            f"{what} outputs {out.shape[1]} classes; the widget asks for {num_classes}. "
-            f"Use settings.num_classes for the last layer's size instead of a fixed number.")
-    require(out.shape[0] == len(batch), f"{what} returns {out.shape[0]} rows for a batch of "
-                                        f"{len(batch)} images; keep the batch dimension")
 
 
 def _unanswered_if_stub(model: object, todo: str) -> None:
@@ -86,18 +62,27 @@ TODO_BUDGET = ("Build budget_net = TinyResNet(settings.num_classes, width=..., d
                "most 12,000 parameters (choose the width, a multiple of 4)")
 
 
+def _pool_size(pool: nn.AdaptiveAvgPool2d) -> tuple[int, int]:
+    size = pool.output_size
+    pair = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+    return tuple(int(s) if s is not None else 0 for s in pair)  # type: ignore[return-value]
+
+
 @checker(todo=TODO_SEQUENTIAL)
 def check_named_sequential(net: nn.Module, *, num_classes: int, batch: Tensor) -> bool:
     """Exercise 1: an ``nn.Sequential`` whose layers are named conv, relu, pool, flatten, fc.
 
+    The layers are checked by name and type; then the net runs on real digits, 1, 3 and 8 at a
+    time, and each image must get the same logits alone as in a batch.
+
     >>> check_named_sequential(net, num_classes=10, batch=data.train.X[:8])
-    [OK] conv -> relu -> pool -> flatten -> fc, output (8, 10)
+    [OK] conv -> relu -> pool -> flatten -> fc, output (8, 10) for 8 images, 1 and 3 alike
     """
     require(isinstance(net, nn.Sequential),
             f"expected an nn.Sequential, got {type(net).__name__}")
     names = [name for name, _ in net.named_children()]
     wanted = [name for name, _ in SEQUENTIAL_LAYERS]
-    require(not all(name.isdigit() for name in names),
+    require(not (names and all(name.isdigit() for name in names)),
             f"your Sequential's layers are named {names}: numbers, not names. Pass one "
             f"OrderedDict of (name, layer) pairs: "
             f"nn.Sequential(OrderedDict([('conv', ...), ('relu', ...), ...]))")
@@ -110,79 +95,177 @@ def check_named_sequential(net: nn.Module, *, num_classes: int, batch: Tensor) -
     in_channels = batch.shape[1]
     require(net.conv.in_channels == in_channels,
             f"net.conv expects {net.conv.in_channels} input channels, but the images have "
-            f"{in_channels}")
-    require(net.fc.in_features == net.conv.out_channels,
-            f"net.fc takes {net.fc.in_features} features, but net.conv makes "
-            f"{net.conv.out_channels} channels (after pooling and flattening, that is "
-            f"{net.conv.out_channels} features)")
-    out = _run(net, batch, "your Sequential")
-    _check_logits(out, batch, num_classes, "your Sequential")
-    return passed(f"{' -> '.join(wanted)}, output {tuple(out.shape)}")
+            f"{in_channels}: nn.Conv2d({in_channels}, ...)")
+    grid = _pool_size(net.pool)
+    channels = net.conv.out_channels
+    if grid != (1, 1):
+        flat = channels * grid[0] * grid[1]
+        raise ExerciseError(
+            f"net.pool is AdaptiveAvgPool2d({net.pool.output_size}): it keeps a {grid[0]}x{grid[1]} "
+            f"grid, so Flatten gives {channels}x{grid[0]}x{grid[1]} = {flat} features per image. "
+            f"The network of section 2 pools each channel to one number: AdaptiveAvgPool2d(1), "
+            f"and then fc takes {channels} features (conv's out_channels)")
+    require(net.fc.in_features == channels,
+            f"net.fc takes {net.fc.in_features} features, but net.conv makes {channels} channels, "
+            f"which pooling to 1x1 and flattening turn into {channels} features: "
+            f"nn.Linear({channels}, settings.num_classes)")
+    X = digits(8, like=batch)
+    out = require_logits(run_eval(net, X, what="your Sequential"), len(X), num_classes,
+                         "your Sequential")
+    for size in (1, 3):
+        part = run_eval(net, X[:size], what="your Sequential")
+        require(torch.allclose(part, out[:size], atol=1e-5),
+                f"the first image gets other logits in a batch of {size} than in a batch of "
+                f"{len(X)}: a layer mixes the images of a batch")
+    return passed(f"{' -> '.join(wanted)}, output {tuple(out.shape)} for {len(X)} images, 1 and "
+                  f"3 alike")
 
 
-def _hidden_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
-    """(attribute path, module) for every module kept in a plain list, tuple or dict attribute.
-
-    Such modules are invisible to ``parameters()``, ``state_dict()`` and ``.to()``.
-    """
-    for prefix, module in model.named_modules():
-        for attr, value in vars(module).items():
-            items: list[tuple[str, object]] = []
-            if isinstance(value, (list, tuple)):
-                items = [(f"{attr}[{i}]", v) for i, v in enumerate(value)]
-            elif isinstance(value, dict) and not attr.startswith("_"):
-                items = [(f"{attr}[{k!r}]", v) for k, v in value.items()]
-            for path, item in items:
-                if isinstance(item, nn.Module):
-                    yield (f"{prefix}.{path}" if prefix else path), item
+def _blocks_message(model: nn.Module, blocks: nn.Module, pairs: list[tuple[int, int]]) -> str:
+    block = list(blocks)[pairs[0][0]]
+    copies = len(blocks) - len({id(b) for b in blocks})
+    have = count_parameters(model)
+    should = have + copies * count_parameters(block)
+    return (f"model.blocks holds {len(blocks)} entries, but entries {pairs[0][0]} and "
+            f"{pairs[0][1]} are the same {type(block).__name__} object ([block] * depth repeats one "
+            f"object): the blocks share their weights, so the net has {have:,} parameters "
+            f"instead of {should:,}. Build a new block each time: "
+            f"nn.ModuleList([Bottleneck(width, width) for _ in range(depth)])")
 
 
-def _container_kind(value: object) -> str:
-    return {list: "a plain Python list", tuple: "a plain tuple", dict: "a plain dict"}.get(
-        type(value), f"a {type(value).__name__}")
+def _chained_reference(model: nn.Module, blocks: nn.Module, x: Tensor) -> Tensor | None:
+    """stem -> every block in order -> head, with the learner's own modules (None if unknown)."""
+    stem, head = getattr(model, "stem", None), getattr(model, "head", None)
+    if not isinstance(stem, nn.Module) or not isinstance(head, nn.Module):
+        return None
+    y = stem(x)
+    for block in blocks:
+        y = block(y)
+    return head(y)
 
 
 @checker(todo=TODO_BLOCKS)
 def check_registered_blocks(model: nn.Module, *, expected_blocks: int | None = None) -> bool:
-    """Exercise 2: every block sits in a registered container, so ``parameters()`` sees it.
+    """Exercise 2: every block is registered, holds its own weights and runs in ``forward``.
 
-    ``model.blocks`` must be an ``nn.ModuleList`` (or ``nn.Sequential``), and no module may hide
-    in a plain list, tuple or dict anywhere in the model.
+    ``model.blocks`` must be an ``nn.ModuleList`` or ``nn.Sequential`` of distinct blocks (a
+    block registered with ``add_module`` passes too, with a note); forward hooks check that each
+    block runs once per call, and the output must equal stem -> blocks in order -> head. The class
+    is also built with ``width=8, depth=2`` to see that it honours its arguments.
 
-    >>> check_registered_blocks(FixedNet(), expected_blocks=3)
-    [OK] 3 blocks, 2,340 trainable parameters, all registered
+    >>> check_registered_blocks(FixedNet(10), expected_blocks=3)
+    [OK] 3 blocks, 1,290 trainable parameters, all registered, each runs once per forward
     """
     _unanswered_if_stub(model, TODO_BLOCKS)
+    require(isinstance(model, nn.Module) and "_modules" in vars(model),
+            f"expected an initialised nn.Module, got {type(model).__name__}; does __init__ call "
+            f"super().__init__() first?")
     require(hasattr(model, "blocks"), "your model has no attribute `blocks`; keep the repeated "
                                       "blocks in self.blocks")
     blocks = model.blocks
+    hidden = list(hidden_modules(model))
     registered = count_parameters(model)
-    hidden = list(_hidden_modules(model))
-    hidden_params = count_parameters(nn.ModuleList([m for _, m in hidden])) if hidden else 0
+    note = ""
     if isinstance(blocks, (list, tuple, dict)):
-        require(False, f"your blocks are in {_container_kind(blocks)}: parameters() does not see "
-                       f"them, so it reports {registered:,} parameters instead of "
-                       f"{registered + hidden_params:,}, the optimizer would never update the "
-                       f"blocks and state_dict() would not save them. Wrap the list in "
-                       f"nn.ModuleList([...]) (or a dict in nn.ModuleDict).")
-    require(isinstance(blocks, (nn.ModuleList, nn.Sequential)),
-            f"model.blocks is a {type(blocks).__name__}; use nn.ModuleList (or nn.Sequential)")
+        entries = list(blocks.values() if isinstance(blocks, dict) else blocks)
+        if hidden or not all(isinstance(b, nn.Module) for b in entries):
+            kind = {list: "a plain Python list", tuple: "a plain tuple", dict: "a plain dict"}[
+                type(blocks)]
+            raise ExerciseError(
+                f"your blocks are in {kind}: parameters() does not see them, so it reports "
+                f"{registered:,} parameters instead of {registered + hidden_parameter_count(model):,}"
+                f", the optimizer would never update the blocks and state_dict() would not save "
+                f"them. Wrap the list in nn.ModuleList([...]) (or a dict in nn.ModuleDict)")
+        note = (" (they are registered with add_module; nn.ModuleList([...]) is the idiomatic "
+                "form and gives state_dict keys blocks.0, blocks.1, ...)")
+        blocks = nn.ModuleList(entries)
+    else:
+        require(isinstance(blocks, (nn.ModuleList, nn.Sequential)),
+                f"model.blocks is a {type(blocks).__name__}; use nn.ModuleList (or nn.Sequential)")
     if hidden:
         paths = ", ".join(path for path, _ in hidden)
-        require(False, f"these modules sit in plain Python containers and are not registered: "
-                       f"{paths}. parameters() misses their {hidden_params:,} parameters; "
-                       f"use nn.ModuleList or nn.ModuleDict for them too.")
+        raise ExerciseError(f"these modules sit in plain Python containers and are not "
+                            f"registered: {paths}. parameters() misses their "
+                            f"{hidden_parameter_count(model):,} parameters; use nn.ModuleList or "
+                            f"nn.ModuleDict for them too")
+    pairs = shared_entries(blocks)
+    if pairs:
+        raise ExerciseError(_blocks_message(model, blocks, pairs))
     if expected_blocks is not None:
         require(len(blocks) == expected_blocks,
                 f"model.blocks holds {len(blocks)} blocks; the exercise asks for {expected_blocks}")
-    keys = model.state_dict().keys()
-    prefix = next(name for name, m in model.named_children() if m is blocks)
-    for i, block in enumerate(blocks):
-        if count_parameters(block):
-            require(any(k.startswith(f"{prefix}.{i}.") for k in keys),
-                    f"state_dict() has no entries for block {i}; is it registered?")
-    return passed(f"{len(blocks)} blocks, {count_parameters(model, trainable_only=True):,} "
-                  f"trainable parameters, all registered")
+    in_channels = next((m.in_channels for m in model.modules() if isinstance(m, nn.Conv2d)), 1)
+    X = digits(4, channels=in_channels)
+    with count_calls({str(i): b for i, b in enumerate(blocks)}) as calls:
+        out = run_eval(model, X, what="your model")
+    skipped = [i for i, n in calls.items() if n == 0]
+    require(not skipped, f"forward never runs block {', '.join(skipped)} (of {len(blocks)}): "
+                         f"loop over all of them: for block in self.blocks: x = block(x)")
+    twice = [i for i, n in calls.items() if n > 1]
+    if twice:
+        raise ExerciseError(f"forward runs block {twice[0]} {calls[twice[0]]} times per call; run "
+                            f"each block once, in order")
+    with torch.no_grad(), eval_mode(model):
+        reference = _chained_reference(model, blocks, X)
+    if reference is not None and isinstance(out, Tensor) and out.shape == reference.shape:
+        require(torch.allclose(out, reference, atol=1e-5),
+                "every block runs, but the output is not stem -> blocks -> head: each block must "
+                "take the previous block's output (x = block(x)), not the stem's")
+    _check_arguments(type(model))
+    trainable = count_parameters(model, trainable_only=True)
+    return passed(f"{len(blocks)} blocks, {trainable:,} trainable parameters, all registered, "
+                  f"each runs once per forward{note}")
+
+
+def _check_arguments(cls: type) -> None:
+    """FixedNet(3, width=8, depth=2) must have 2 blocks of width 8 (the arguments are used)."""
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):  # no signature to read: nothing to check
+        return
+    missing = [name for name in ("width", "depth") if name not in params]
+    require(not missing, f"FixedNet no longer takes {' and '.join(missing)}; keep BrokenNet's "
+                         f"constructor: __init__(self, num_classes, *, width=16, depth=3)")
+    try:
+        small = cls(3, width=8, depth=2)
+    except Exception:  # another signature than the scaffold's: the checks above suffice
+        return
+    blocks = getattr(small, "blocks", [])
+    require(len(blocks) == 2,
+            f"FixedNet(3, width=8, depth=2) has {len(blocks)} blocks: build range(depth) blocks, "
+            f"not a fixed number")
+    widths = {m.out_channels for b in blocks for m in b.modules() if isinstance(m, nn.Conv2d)}
+    require(8 in widths, f"FixedNet(3, width=8, depth=2) builds blocks of another width "
+                         f"({sorted(widths)}): use Bottleneck(width, width)")
+
+
+_ACTIVATIONS = {"relu": torch.relu, "gelu": nn.functional.gelu, "tanh": torch.tanh}
+_LAYER_NAMES = {"relu": "nn.ReLU()", "gelu": "nn.GELU()", "tanh": "nn.Tanh()"}
+
+
+def _activation_dict(net: nn.Module, wanted: list[str]) -> nn.ModuleDict:
+    dicts = [(name, m) for name, m in net.named_modules() if isinstance(m, nn.ModuleDict)]
+    plain = [path for path, _ in hidden_modules(net)]
+    require(not plain, f"these activations sit in a plain Python dict or list: {', '.join(plain)}. "
+                       f"Use nn.ModuleDict so they are registered (PReLU, say, has parameters)")
+    require(dicts, "your net has no nn.ModuleDict; keep the activations in one, keyed by name")
+    found = {name or "net": list(m.keys()) for name, m in dicts}
+    right = [m for _, m in dicts if sorted(m.keys()) == sorted(wanted)]
+    require(right, f"your ModuleDict keys are {found}; the exercise asks for exactly {wanted}")
+    acts = right[0]
+    probe = torch.linspace(-3, 3, 13)
+    for key in wanted:
+        function = _ACTIVATIONS.get(key)
+        if function is not None:
+            with torch.no_grad():
+                same = torch.allclose(acts[key](probe), function(probe), atol=1e-4)
+            require(same, f"your {key!r} entry computes something else than {key} (it is "
+                          f"{type(acts[key]).__name__}); map {key!r} to {_LAYER_NAMES[key]}")
+    return acts
+
+
+def _linears(net: nn.Module) -> list[nn.Linear]:
+    return [m for m in net.modules() if isinstance(m, nn.Linear)]
 
 
 @checker(todo=TODO_ACTIVATIONS)
@@ -190,51 +273,69 @@ def check_activation_net(net: nn.Module, *, keys: Sequence[str], num_classes: in
                          batch: Tensor) -> bool:
     """Exercise 3: a net that keeps activations in an ``nn.ModuleDict`` and picks one by name.
 
-    ``net(batch, activation=key)`` must work for every key, each key must change the output, and an
-    unknown name must raise ``ValueError`` or ``KeyError`` whose message lists the valid names.
+    ``net(batch, activation=key)`` must equal ``fc(act(hidden(x.flatten(1))))`` for every key, and
+    an unknown name must raise ``ValueError`` (or ``KeyError``) whose message lists the valid names.
 
     >>> check_activation_net(net, keys=["relu", "gelu", "tanh"], num_classes=10, batch=X)
     [OK] activations ['relu', 'gelu', 'tanh'] all work; unknown names are refused
     """
     _unanswered_if_stub(net, TODO_ACTIVATIONS)
-    dicts = [(name, m) for name, m in net.named_modules() if isinstance(m, nn.ModuleDict)]
-    plain = [path for path, _ in _hidden_modules(net)]
-    require(not plain, f"these activations sit in a plain Python dict or list: {', '.join(plain)}. "
-                       f"Use nn.ModuleDict so they are registered (PReLU, say, has parameters)")
-    require(dicts, "your net has no nn.ModuleDict; keep the activations in one, keyed by name")
+    require(isinstance(net, nn.Module) and "_modules" in vars(net),
+            f"act_net should be an initialised nn.Module, got {type(net).__name__}; does "
+            f"__init__ call super().__init__() first?")
     wanted = list(keys)
-    found = {name or "net": list(m.keys()) for name, m in dicts}
-    require(any(sorted(k) == sorted(wanted) for k in found.values()),
-            f"your ModuleDict keys are {found}; the exercise asks for exactly {wanted}")
+    acts = _activation_dict(net, wanted)
+    X = digits(8, like=batch)
+    linears = _linears(net)
     outputs = {}
     for key in wanted:
-        out = _run(net, batch, f"net(X, activation={key!r})", activation=key)
-        _check_logits(out, batch, num_classes, f"net(X, activation={key!r})")
-        outputs[key] = out
+        out = run_eval(net, X, what=f"net(X, activation={key!r})", activation=key)
+        outputs[key] = require_logits(out, len(X), num_classes, f"net(X, activation={key!r})")
     for a, b in zip(wanted, wanted[1:], strict=False):
         require(not torch.equal(outputs[a], outputs[b]),
                 f"activation={a!r} and activation={b!r} give identical outputs: forward ignores "
                 f"the name. Look the activation up with self.<your ModuleDict>[activation]")
+    if len(linears) == 2 and linears[0].in_features == X[0].numel():
+        hidden, fc = linears
+        for key in wanted:
+            with torch.no_grad():
+                want = fc(acts[key](hidden(X.flatten(1))))
+            require(torch.allclose(outputs[key], want, atol=1e-5),
+                    f"with activation={key!r} your output differs from "
+                    f"fc({key}(hidden(x.flatten(1)))): apply the activation chosen by name once, "
+                    f"between the hidden layer and the head")
     unknown = "no_such_activation"
     error: Exception | None = None
     try:
         with torch.no_grad():
-            net(batch, activation=unknown)
+            net(X, activation=unknown)
     except Exception as exc:  # judged below, outside the handler, for a clean traceback
         error = exc
     require(error is not None,
             f"net(X, activation={unknown!r}) ran without an error; an unknown name must raise "
-            f"ValueError listing the valid names, not be silently ignored")
+            f"ValueError listing the valid names, not fall back to another activation")
     assert error is not None
     kind, message = type(error).__name__, str(error)
     require(isinstance(error, (KeyError, ValueError)),
             f"an unknown name raises {kind}: {message}; raise a ValueError that lists the valid "
             f"names instead")
-    require(any(k in message for k in wanted),
-            f"an unknown name raises {kind}({message}), which does not say what the valid names "
-            f"are. Raise ValueError(f'unknown activation ...; choose one of {wanted}') so the "
-            f"caller knows what to pass")
+    require(all(k in message for k in wanted),
+            f"an unknown name raises {kind}({message}), which does not list the valid names. "
+            f"Raise ValueError(f'unknown activation {{activation!r}}; choose one of {wanted}') so "
+            f"the caller knows what to pass")
     return passed(f"activations {wanted} all work; unknown names are refused")
+
+
+def _widest_within(num_classes: int, depth: int, budget: int) -> tuple[int, int] | None:
+    from helpers.models import TinyResNet
+
+    best = None
+    for width in range(4, 257, 4):
+        total = count_parameters(TinyResNet(num_classes, width=width, depth=depth))
+        if total > budget:
+            break
+        best = (width, total)
+    return best
 
 
 @checker(todo=TODO_BUDGET)
@@ -243,87 +344,36 @@ def check_tiny_resnet(net: nn.Module, *, num_classes: int, depth: int, max_param
     """Exercise 4: a ``TinyResNet`` with ``depth`` blocks and at most ``max_parameters`` parameters.
 
     >>> check_tiny_resnet(net, num_classes=10, depth=4, max_parameters=12_000, batch=X)
-    [OK] 4 blocks, 11,386 parameters (budget 12,000), output (8, 10)
+    [OK] 4 blocks of width 48, 11,386 parameters (budget 12,000), output (8, 10)
     """
     from helpers.models import TinyResNet
 
     require(isinstance(net, TinyResNet),
-            f"expected a helpers.models.TinyResNet, got {type(net).__name__}")
+            f"expected a helpers.models.TinyResNet, got {type(net).__name__}: "
+            f"TinyResNet(settings.num_classes, width=..., depth={depth})")
     require(len(net.blocks) == depth,
             f"your net has {len(net.blocks)} blocks; the exercise asks for depth={depth}")
+    require(net.fc.out_features == num_classes,
+            f"your net outputs {net.fc.out_features} classes; the widget asks for {num_classes}: "
+            f"pass settings.num_classes as TinyResNet's first argument")
     total = count_parameters(net)
-    require(total <= max_parameters,
-            f"your net has {total:,} parameters, over the budget of {max_parameters:,}. The blocks "
-            f"dominate and grow with width squared: try a smaller width (a multiple of 4)")
-    out = _run(net, batch, "your TinyResNet")
-    _check_logits(out, batch, num_classes, "your TinyResNet")
-    return passed(f"{depth} blocks, {total:,} parameters (budget {max_parameters:,}), "
-                  f"output {tuple(out.shape)}")
+    width = net.fc.in_features
+    if total > max_parameters:
+        fit = _widest_within(num_classes, depth, max_parameters)
+        widest = (f"; the widest that fits is width={fit[0]} ({fit[1]:,} parameters)"
+                  if fit else "")
+        raise ExerciseError(f"your net (width {width}) has {total:,} parameters, over the budget "
+                            f"of {max_parameters:,}. The blocks dominate and grow with width "
+                            f"squared: choose a smaller width{widest}")
+    in_channels = net.stem[0].in_channels
+    require(in_channels == batch.shape[1],
+            f"your net expects {in_channels}-channel images, the digits have {batch.shape[1]}: "
+            f"leave in_channels at its default (1)")
+    X = digits(8, like=batch)
+    out = require_logits(run_eval(net, X, what="your TinyResNet"), len(X), num_classes,
+                         "your TinyResNet")
+    return passed(f"{depth} blocks of width {width}, {total:,} parameters (budget "
+                  f"{max_parameters:,}), output {tuple(out.shape)}")
 
 
-#: The answers, as code to paste into the exercise cells (``solution(n)`` shows one).
-SOLUTIONS = {
-    1: """
-        from collections import OrderedDict
-
-        from torch import nn
-
-        named_net = nn.Sequential(OrderedDict([
-            ("conv", nn.Conv2d(3, 16, 3)),
-            ("relu", nn.ReLU()),
-            ("pool", nn.AdaptiveAvgPool2d(1)),
-            ("flatten", nn.Flatten()),
-            ("fc", nn.Linear(16, settings.num_classes)),
-        ])).to(settings.device)
-        """,
-    2: """
-        from torch import nn
-
-        from helpers.models import Bottleneck
-
-
-        class FixedNet(nn.Module):
-            def __init__(self, num_classes, *, width=16, depth=3):
-                super().__init__()
-                self.stem = nn.Conv2d(1, width, 3, padding=1)
-                self.blocks = nn.ModuleList(
-                    [Bottleneck(width, width) for _ in range(depth)])
-                self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                          nn.Linear(width, num_classes))
-
-            def forward(self, x):
-                x = self.stem(x)
-                for block in self.blocks:
-                    x = block(x)
-                return self.head(x)
-        """,
-    3: """
-        from torch import nn
-
-
-        class ActivationNet(nn.Module):
-            def __init__(self, num_classes):
-                super().__init__()
-                self.hidden = nn.Linear(64, 32)
-                self.activations = nn.ModuleDict(
-                    {"relu": nn.ReLU(), "gelu": nn.GELU(), "tanh": nn.Tanh()})
-                self.fc = nn.Linear(32, num_classes)
-
-            def forward(self, x, activation="relu"):
-                if activation not in self.activations:
-                    raise ValueError(f"unknown activation {activation!r}; "
-                                     f"choose one of {list(self.activations)}")
-                act = self.activations[activation]
-                return self.fc(act(self.hidden(x.flatten(1))))
-
-
-        act_net = ActivationNet(settings.num_classes).to(settings.device)
-        """,
-    4: """
-        from helpers.models import TinyResNet
-
-        budget_net = TinyResNet(settings.num_classes, width=48, depth=4).to(settings.device)
-        """,
-}
-
-solution = solution_lookup(1, SOLUTIONS)
+solution = _solution_lookup(1, SOLUTIONS)

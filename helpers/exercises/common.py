@@ -1,0 +1,377 @@
+"""Shared checking code for the chapter checkers: run the learner's object, compare, explain.
+
+Everything here serves one idea: judge an answer by what it *does* on inputs that separate right
+from wrong (real digits at several batch sizes, hooks on the blocks, state_dicts with and without
+a prefix), and turn any crash of the learner's code into a readable ``ExerciseError``.
+
+>>> out = run_eval(nn.Linear(64, 3), torch.zeros(2, 64), what="the head")
+>>> out.shape
+torch.Size([2, 3])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from helpers.exercises import ExerciseError, require
+from helpers.models import count_parameters
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty).
+
+    >>> first_line(ValueError("bad\\nmore"))
+    'bad'
+    """
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without parameters).
+
+    >>> device_of(nn.Linear(2, 2))
+    device(type='cpu')
+    """
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every module in eval mode for the block, then restore each module's own flag.
+
+    >>> with eval_mode(net): ...
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, mode in modes:
+            module.training = mode
+
+
+def run_eval(model: nn.Module, *args: Tensor, what: str, **kwargs: Any) -> Any:
+    """``model(*args, **kwargs)`` in eval mode without gradients; a crash becomes ExerciseError.
+
+    >>> run_eval(net, X, what="your net").shape
+    torch.Size([8, 10])
+    """
+    try:
+        with eval_mode(model), torch.no_grad():
+            return model(*args, **kwargs)
+    except ExerciseError:
+        raise
+    except Exception as exc:  # the learner's code may fail in any way: explain, don't crash
+        shapes = ", ".join(str(tuple(a.shape)) for a in args if isinstance(a, Tensor))
+        raise ExerciseError(f"calling {what} on input of shape {shapes} failed with "
+                            f"{type(exc).__name__}: {first_line(exc)}{shape_hint(exc)}") from None
+
+
+def shape_hint(exc: BaseException) -> str:
+    """A hint for the usual shape errors of a forward pass ('' when there is none).
+
+    >>> shape_hint(RuntimeError("mat1 and mat2 shapes cannot be multiplied (8x514 and 512x10)"))
+    '. A Linear layer got 514 features per row but expects 512: ...'
+    """
+    found = re.search(r"mat1 and mat2 shapes cannot be multiplied \((\d+)x(\d+) and (\d+)x(\d+)\)",
+                      str(exc))
+    if found:
+        got, want = int(found.group(2)), int(found.group(3))
+        return (f". A Linear layer got {got} features per row but expects {want}: build it with "
+                f"in_features={got}, the size of what reaches it (or flatten/concatenate before it)")
+    return ""
+
+
+def require_logits(out: Any, rows: int, num_classes: int, what: str) -> Tensor:
+    """Check that ``out`` is a (rows, num_classes) tensor of logits; return it.
+
+    >>> require_logits(torch.zeros(8, 5), 8, 5, "your net").shape
+    torch.Size([8, 5])
+    """
+    require(isinstance(out, Tensor), f"{what} returned a {type(out).__name__}, not a tensor of "
+                                     f"logits")
+    expected = (rows, num_classes)
+    require(out.ndim == 2,
+            f"{what} returns shape {tuple(out.shape)}; expected {expected} (one row of "
+            f"{num_classes} logits per image). Flatten the features before the last Linear")
+    require(out.shape[0] == rows, f"{what} returns {out.shape[0]} rows for a batch of {rows} "
+                                  f"images; keep the batch dimension")
+    require(out.shape[1] == num_classes,
+            f"{what} outputs {out.shape[1]} classes; the widget asks for {num_classes}. "
+            f"Use settings.num_classes for the last layer's size instead of a fixed number")
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _digits(channels: int, size: int) -> Tensor:
+    from helpers.data import load_digits
+
+    return load_digits(10, channels=channels, size=size).test.X
+
+
+def digits(n: int, *, channels: int = 1, size: int = 8, like: Tensor | None = None) -> Tensor:
+    """``n`` real test digits (all rows different), shaped and placed like ``like`` if given.
+
+    >>> digits(4).shape
+    torch.Size([4, 1, 8, 8])
+    """
+    if like is not None:
+        channels, size = int(like.shape[1]), int(like.shape[-1])
+    X = _digits(channels, size)[:n]
+    if like is not None:
+        X = X.to(device=like.device, dtype=like.dtype)
+    return X
+
+
+def rows_independent(fn: Callable[[Tensor], Tensor], X: Tensor,
+                     sizes: Sequence[int] = (1, 3)) -> int | None:
+    """The first row whose result differs when computed in a batch of another size, else None.
+
+    >>> rows_independent(lambda x: x.sum(1), torch.eye(4))
+    """
+    full = fn(X)
+    for size in sizes:
+        for start in range(0, min(len(X), 2 * size), size):
+            part = fn(X[start:start + size])
+            if not torch.allclose(part.float(), full[start:start + size].float(), atol=1e-5):
+                return start
+    return None
+
+
+def shared_entries(container: nn.Module) -> list[tuple[int, int]]:
+    """Pairs (i, j) of positions in a ModuleList/Sequential that hold the very same module object.
+
+    >>> block = nn.Linear(2, 2); shared_entries(nn.ModuleList([block] * 2))
+    [(0, 1)]
+    """
+    first: dict[int, int] = {}
+    pairs = []
+    for j, module in enumerate(container._modules.values()):
+        i = first.setdefault(id(module), j)
+        if i != j:
+            pairs.append((i, j))
+    return pairs
+
+
+def hidden_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """(attribute path, module) for each module kept only in a plain list, tuple or dict.
+
+    Such modules are invisible to ``parameters()``, ``state_dict()`` and ``.to()``. A module that
+    is also registered (``add_module``, or a ModuleList elsewhere) is not hidden.
+
+    >>> class Net(nn.Module):
+    ...     def __init__(self): super().__init__(); self.layers = [nn.Linear(2, 2)]
+    >>> [path for path, _ in hidden_modules(Net())]
+    ['layers[0]']
+    """
+    registered = {id(m) for m in model.modules()}
+    for prefix, module in model.named_modules():
+        for attr, value in vars(module).items():
+            items: list[tuple[str, object]] = []
+            if isinstance(value, (list, tuple)):
+                items = [(f"{attr}[{i}]", v) for i, v in enumerate(value)]
+            elif isinstance(value, dict) and not attr.startswith("_"):
+                items = [(f"{attr}[{k!r}]", v) for k, v in value.items()]
+            for path, item in items:
+                if isinstance(item, nn.Module) and id(item) not in registered:
+                    yield (f"{prefix}.{path}" if prefix else path), item
+
+
+def hidden_parameter_count(model: nn.Module) -> int:
+    """Parameters of the modules ``hidden_modules`` finds (each counted once)."""
+    hidden = [m for _, m in hidden_modules(model)]
+    return count_parameters(nn.ModuleList(hidden)) if hidden else 0
+
+
+@contextlib.contextmanager
+def count_calls(modules: Mapping[str, nn.Module]) -> Iterator[dict[str, int]]:
+    """Count the forward calls of each named module while the block runs (forward hooks).
+
+    >>> with count_calls({"fc": net.fc}) as calls: net(X)
+    >>> calls["fc"]
+    1
+    """
+    calls = dict.fromkeys(modules, 0)
+    handles = []
+    for name, module in modules.items():
+        def hook(_m: nn.Module, _args: Any, _out: Any, name: str = name) -> None:
+            calls[name] += 1
+        handles.append(module.register_forward_hook(hook))
+    try:
+        yield calls
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def differing(state: Mapping[str, Tensor], reference: Mapping[str, Tensor],
+              keys: Sequence[str]) -> list[str]:
+    """The keys among ``keys`` whose tensors differ between ``state`` and ``reference``.
+
+    >>> differing({"w": torch.ones(1)}, {"w": torch.zeros(1)}, ["w"])
+    ['w']
+    """
+    return [k for k in keys
+            if not torch.equal(state[k].detach().cpu(), reference[k].detach().cpu())]
+
+
+def buffer_names(model: nn.Module) -> set[str]:
+    """State_dict keys of the model's buffers (BatchNorm statistics, counters)."""
+    return {name for name, _ in model.named_buffers()}
+
+
+def same_state(a: Any, b: Any) -> bool:
+    """Deep equality of nested state (tensors compared exactly, dicts, lists, plain values).
+
+    >>> same_state({"a": [torch.ones(2)]}, {"a": [torch.ones(2)]})
+    True
+    """
+    if isinstance(a, Tensor) or isinstance(b, Tensor):
+        return isinstance(a, Tensor) and isinstance(b, Tensor) and torch.equal(a, b)
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(same_state(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same_state(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+@contextlib.contextmanager
+def recorded_calls(target: str) -> Iterator[list[tuple[tuple[Any, ...], dict[str, Any]]]]:
+    """Record the arguments of every call to ``target`` (e.g. ``"torch.load"``) in the block.
+
+    The real function still runs. ``unittest.mock.patch`` swaps the attribute, so code that calls
+    ``torch.load(...)`` is seen.
+
+    >>> with recorded_calls("torch.load") as calls: resume(path, model, optimizer, scheduler)
+    >>> calls[0][1].get("weights_only")
+    True
+    """
+    from unittest import mock
+
+    module_name, attr = target.rsplit(".", 1)
+    module = __import__(module_name, fromlist=[attr])
+    real = getattr(module, attr)
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        calls.append((args, kwargs))
+        return real(*args, **kwargs)
+
+    with mock.patch.object(module, attr, spy):
+        yield calls
+
+
+def call_learner(fn: Callable[..., Any], *args: Any, what: str, hint: str = "",
+                 **kwargs: Any) -> Any:
+    """Call the learner's function; a crash becomes an ExerciseError that says where.
+
+    >>> call_learner(len, [1, 2], what="len(...)")
+    2
+    """
+    try:
+        return fn(*args, **kwargs)
+    except ExerciseError:
+        raise
+    except Exception as exc:  # the learner's code may fail in any way
+        raise ExerciseError(f"calling {what} failed with {type(exc).__name__}: "
+                            f"{first_line(exc)}{hint}") from None
+
+
+# The notebook's own input history: which cell the learner ran, to re-run it on other inputs ----
+
+def cell_history() -> list[str]:
+    """The sources of the cells run so far in this IPython kernel (empty outside IPython)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # no IPython: a plain script or a test
+        return []
+    shell = get_ipython()
+    if shell is None:
+        return []
+    return [str(cell) for cell in shell.user_ns.get("In", []) if cell]
+
+
+def code_lines(source: str) -> list[str]:
+    """The source's code lines without comments and blank lines (to compare with a scaffold).
+
+    >>> code_lines("x = 1  # set x\\n\\n# done\\npass")
+    ['x = 1', 'pass']
+    """
+    lines = []
+    for line in source.splitlines():
+        code = re.sub(r"\s+#.*$|^\s*#.*$", "", line).rstrip()
+        if code.strip():
+            lines.append(code)
+    return lines
+
+
+def last_cell(pattern: str) -> str | None:
+    """The most recent cell whose code matches the regular expression ``pattern`` (multiline).
+
+    >>> last_cell(r"^finetune_net\\s*=")  # None outside IPython
+    """
+    regex = re.compile(pattern, re.MULTILINE)
+    for source in reversed(cell_history()):
+        if regex.search("\n".join(code_lines(source))):
+            return source
+    return None
+
+
+def cell_untouched(pattern: str, scaffold: str) -> bool | None:
+    """Whether the last cell matching ``pattern`` still holds ``scaffold`` (comments ignored).
+
+    None when the history is unavailable (outside IPython, or no such cell was run).
+    """
+    source = last_cell(pattern)
+    if source is None:
+        return None
+    return code_lines(source) == code_lines(scaffold)
+
+
+def rerun_cell(source: str, namespace: dict[str, Any],
+               patches: Mapping[str, Any] = {}) -> dict[str, Any] | None:  # noqa: B006
+    """Run a learner's cell again in a copy of ``namespace``; the copy, or None if it failed.
+
+    ``patches`` maps ``"module.attr"`` to a stand-in for the run (e.g. a resnet18 with an unusual
+    head), so that the checker sees what the learner's code does with another input. Output is
+    swallowed.
+    """
+    from unittest import mock
+
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    scope = dict(namespace)
+    with contextlib.ExitStack() as stack:
+        for target, value in patches.items():
+            module_name, attr = target.rsplit(".", 1)
+            module = __import__(module_name, fromlist=[attr])
+            stack.enter_context(mock.patch.object(module, attr, value))
+            scope[attr] = value
+        stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+        stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
+        try:
+            code = TransformerManager().transform_cell(source)
+            exec(compile(code, "<exercise cell>", "exec"), scope)  # noqa: S102
+        except Exception:  # the re-run is a probe; a failure says nothing about the answer
+            return None
+    return scope
+
+
+def user_namespace() -> dict[str, Any]:
+    """The notebook's global namespace (empty outside IPython)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return {}
+    shell = get_ipython()
+    return dict(shell.user_ns) if shell is not None else {}
