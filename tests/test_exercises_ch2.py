@@ -175,14 +175,14 @@ def test_loaded_checkpoint_right_answer(checkpoint, capsys):
     model.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")},
                           strict=False)
     assert strict_loaded_checkpoint(model, checkpoint, num_classes=5)
-    tensors = sum(1 for k in state if not k.startswith("fc."))
-    assert capsys.readouterr().out == (f"[OK] {tensors} backbone tensors equal the checkpoint; "
+    weights = sum(1 for k, _ in model.named_parameters() if not k.startswith("fc."))
+    assert capsys.readouterr().out == (f"[OK] {weights} backbone weights equal the checkpoint; "
                                        f"head Linear(512 -> 5)\n")
 
 
 def test_loaded_checkpoint_nothing_loaded(checkpoint):
     torch.manual_seed(2)
-    with pytest.raises(ExerciseError, match=r"backbone tensors differ from the checkpoint "
+    with pytest.raises(ExerciseError, match=r"backbone weights differ from the checkpoint "
                                             r"\(e.g. conv1.weight\): the weights were not loaded"):
         strict_loaded_checkpoint(small_resnet(5), checkpoint, num_classes=5)
 

@@ -12,6 +12,7 @@ shows the answer to exercise ``n``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,37 +21,81 @@ import torch
 from torch import Tensor, nn
 
 from helpers.exercises import ExerciseError, Unanswered, checker, passed, require, solution_lookup
+from helpers.exercises.common import (
+    buffer_names,
+    cell_untouched,
+    device_of,
+    differing,
+    last_cell,
+    rerun_cell,
+    run_eval,
+    user_namespace,
+)
+from helpers.exercises.solutions import CH2 as SOLUTIONS
 from helpers.models import count_parameters
 
+#: The untouched exercise 2 cell (comments aside): a learner who ran it has written nothing yet.
+SCAFFOLD_FROZEN = """
+finetune_net = resnet18(weights=None, num_classes=settings.num_classes)
+finetune_net = finetune_net.to(settings.device)
+pass
+"""
 
-def _device(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
+#: The in_features of the unusual old head that exercise 1's cell is re-run with.
+ODD_FEATURES = 96
 
 
 def _images(model: nn.Module, batch: int = 2, size: int = 32) -> Tensor:
     generator = torch.Generator().manual_seed(0)
-    return torch.randn(batch, 3, size, size, generator=generator).to(_device(model))
-
-
-def _call(model: nn.Module, what: str, *args: Tensor) -> Any:
-    """Run ``model(*args)`` in eval mode without gradients; a crash becomes an ExerciseError."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return model(*args)
-    except Exception as exc:  # the learner's code may fail in any way; explain, don't crash
-        shapes = ", ".join(str(tuple(a.shape)) for a in args)
-        raise ExerciseError(f"calling {what} on inputs of shape {shapes} failed with "
-                            f"{type(exc).__name__}: {exc}") from None
-    finally:
-        model.train(was_training)
+    return torch.randn(batch, 3, size, size, generator=generator).to(device_of(model))
 
 
 def _classes_message(got: int, num_classes: int) -> str:
     return (f"your head outputs {got} classes; the widget asks for {num_classes}. Build the "
             f"new head with settings.num_classes outputs")
+
+
+def _last_linear(head: nn.Module) -> nn.Linear | None:
+    linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    return linears[-1] if linears else None
+
+
+def _name_in_notebook(obj: object) -> str | None:
+    """The notebook variable that holds ``obj`` (None outside IPython)."""
+    names = [k for k, v in user_namespace().items() if v is obj and not k.startswith("_")]
+    return names[0] if names else None
+
+
+def _odd_resnet18(*args: Any, **kwargs: Any) -> nn.Module:
+    """A resnet18 whose old head takes ODD_FEATURES features: a typed-in 512 shows."""
+    from torchvision.models import resnet18
+
+    model = resnet18(*args, **kwargs)
+    model.fc = nn.Linear(ODD_FEATURES, model.fc.out_features)
+    return model
+
+
+def _typed_in_features(model: nn.Module) -> int | None:
+    """Re-run the learner's head cell on a resnet18 whose old head has ODD_FEATURES inputs.
+
+    Returns the in_features the learner's code gave the new head there, when that is not
+    ODD_FEATURES (the size was typed in); None when it was read from the old head, or when the
+    cell cannot be found or re-run (outside a notebook).
+    """
+    name = _name_in_notebook(model)
+    if name is None:
+        return None
+    source = last_cell(rf"^\s*{re.escape(name)}\.fc\s*=|replace_head\(\s*{re.escape(name)}\b")
+    if source is None:
+        return None
+    namespace = user_namespace()
+    namespace[name] = _odd_resnet18(weights=None)
+    scope = rerun_cell(source, namespace, {"torchvision.models.resnet18": _odd_resnet18})
+    head = getattr(scope.get(name) if scope else None, "fc", None)
+    layer = _last_linear(head) if isinstance(head, nn.Module) else None
+    if layer is None or layer.in_features == ODD_FEATURES:
+        return None
+    return layer.in_features
 
 
 TODO_NEW_HEAD = ("Replace None by a new nn.Linear head: exercise_net.fc = nn.Linear(...), "
@@ -59,8 +104,12 @@ TODO_NEW_HEAD = ("Replace None by a new nn.Linear head: exercise_net.fc = nn.Lin
 
 @checker(todo=TODO_NEW_HEAD)
 def check_new_head(model: nn.Module, *, num_classes: int) -> bool:
-    """Exercise 1: ``model.fc`` is a new ``nn.Linear`` that maps the backbone's features to
-    ``num_classes`` logits. ``model.fc = None`` (the scaffold) counts as not answered yet.
+    """Exercise 1: ``model.fc`` is a new head (``nn.Linear``, or a small ``nn.Sequential`` ending
+    in one) that maps the backbone's features to ``num_classes`` logits.
+
+    ``model.fc = None`` (the scaffold) counts as not answered yet. In a notebook the checker also
+    re-runs the exercise cell on a resnet18 whose old head takes 96 features: a head built with
+    ``in_features`` read from the old head follows, a typed-in 512 does not.
 
     >>> check_new_head.__wrapped__(net, num_classes=5)
     [OK] head Linear(512 -> 5), output (2, 5)
@@ -69,18 +118,24 @@ def check_new_head(model: nn.Module, *, num_classes: int) -> bool:
     if "fc" in getattr(model, "_modules", {}) and model.fc is None:
         raise Unanswered(TODO_NEW_HEAD)
     head = getattr(model, "fc", None)
-    require(isinstance(head, nn.Linear),
-            f"model.fc is {'an ' + type(head).__name__ if head is not None else 'missing'}; "
-            f"it should be a new nn.Linear")
+    require(isinstance(head, nn.Module),
+            f"model.fc is {'a ' + type(head).__name__ if head is not None else 'missing'}; it "
+            f"should be a new nn.Linear")
+    layer = _last_linear(head)
+    kind = type(head).__name__
+    require(layer is not None, f"model.fc is {'an' if kind[0] in 'AEIOU' else 'a'} {kind}; it "
+                               f"should be a new nn.Linear head: nn.Linear(in_features, "
+                               f"settings.num_classes)")
     seen: dict[str, int] = {}
     hook = head.register_forward_pre_hook(lambda m, args: seen.update(features=args[0].shape[-1]))
     try:
-        out = _call(model, "the model", _images(model))
+        out = run_eval(model, _images(model), what="the model")
     except ExerciseError:
-        if seen.get("features", head.in_features) != head.in_features:
+        features = seen.get("features")
+        if features is not None and isinstance(head, nn.Linear) and features != head.in_features:
             raise ExerciseError(
                 f"your head expects {head.in_features} input features, but the backbone "
-                f"delivers {seen['features']}. Read the size from the old head: "
+                f"delivers {features}. Read the size from the old head: "
                 f"nn.Linear(model.fc.in_features, settings.num_classes)") from None
         raise
     finally:
@@ -89,8 +144,16 @@ def check_new_head(model: nn.Module, *, num_classes: int) -> bool:
             f"the model should return a (batch, classes) tensor of logits; it returned "
             f"{tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}")
     require(out.shape[-1] == num_classes, _classes_message(out.shape[-1], num_classes))
-    return passed(f"head Linear({head.in_features} -> {head.out_features}), output "
-                  f"{tuple(out.shape)}")
+    typed = _typed_in_features(model)
+    require(typed is None,
+            f"the head's size is typed in: on a resnet whose old head takes {ODD_FEATURES} "
+            f"features, your cell still builds a head for {typed}. Read it from the old head "
+            f"before replacing it: nn.Linear(exercise_net.fc.in_features, settings.num_classes) "
+            f"(or replace_head(exercise_net, settings.num_classes))")
+    shape = (f"Linear({layer.in_features} -> {layer.out_features})" if head is layer
+             else f"{type(head).__name__} ending in Linear({layer.in_features} -> "
+                  f"{layer.out_features})")
+    return passed(f"head {shape}, output {tuple(out.shape)}")
 
 
 def _top_names(names: Iterable[str]) -> list[str]:
@@ -102,11 +165,29 @@ TODO_FROZEN = ("Every parameter still trains: freeze the model, then unfreeze la
                "(freeze/unfreeze from helpers.modify)")
 
 
+def _nothing_frozen(model: nn.Module, total: int) -> ExerciseError:
+    """Why a written answer froze nothing, as far as the model shows it."""
+    if "requires_grad" in vars(model):
+        why = ("model.requires_grad = False only sets an ordinary attribute on the module; the "
+               "parameters keep theirs. Call model.requires_grad_(False) (with the underscore) or "
+               "freeze(model)")
+    elif not model.training:
+        why = ("eval() switches BatchNorm and dropout to inference behaviour; it freezes nothing. "
+               "Call freeze(finetune_net) (or requires_grad_(False))")
+    else:
+        why = ("freeze the whole model first: freeze(finetune_net) or "
+               "finetune_net.requires_grad_(False) (torch.no_grad() only affects the code inside "
+               "its block, and p.requires_grad == False compares instead of assigning)")
+    return ExerciseError(f"nothing is frozen: all {total:,} parameters still train. {why}; then "
+                         f"unfreeze layer4 and fc")
+
+
 @checker(todo=TODO_FROZEN)
 def check_frozen_except(model: nn.Module, trainable: tuple[str, ...] = ("layer4", "fc")) -> bool:
     """Exercise 2: only the parameters under ``trainable`` (default layer4 and fc) can train.
 
-    A model with nothing frozen at all is the untouched scaffold: not answered yet.
+    A model with nothing frozen is the untouched scaffold when the exercise cell is unchanged
+    (``[TODO]``); once the cell holds code, it is a wrong answer, and the checker says why.
 
     >>> check_frozen_except.__wrapped__(net)
     [OK] 8,398,858 of 11,181,642 parameters trainable: layer4, fc
@@ -119,7 +200,11 @@ def check_frozen_except(model: nn.Module, trainable: tuple[str, ...] = ("layer4"
                 f"the model has no parameters under {name!r}; is this the right model?")
     should_train = {n: n.startswith(prefixes) for n, _ in params}
     if not all(should_train.values()) and all(p.requires_grad for _, p in params):
-        raise Unanswered(TODO_FROZEN)
+        name = _name_in_notebook(model) or "finetune_net"
+        untouched = cell_untouched(rf"^\s*{re.escape(name)}\s*=", SCAFFOLD_FROZEN)
+        if untouched is not False and "requires_grad" not in vars(model) and model.training:
+            raise Unanswered(TODO_FROZEN)
+        raise _nothing_frozen(model, count_parameters(model))
     wrongly_trainable = [n for n, p in params if p.requires_grad and not should_train[n]]
     wrongly_frozen = [n for n, p in params if not p.requires_grad and should_train[n]]
     problems = []
@@ -129,7 +214,8 @@ def check_frozen_except(model: nn.Module, trainable: tuple[str, ...] = ("layer4"
                         f"({len(wrongly_trainable)} tensors, e.g. {wrongly_trainable[0]})")
     if wrongly_frozen:
         problems.append(f"frozen but should train: {', '.join(_top_names(wrongly_frozen))} "
-                        f"({len(wrongly_frozen)} tensors, e.g. {wrongly_frozen[0]})")
+                        f"({len(wrongly_frozen)} tensors, e.g. {wrongly_frozen[0]}): unfreeze "
+                        f"{' and '.join(trainable)} after freezing the model")
     expected = sum(p.numel() for n, p in params if should_train[n])
     got = count_parameters(model, trainable_only=True)
     require(not problems,
@@ -144,11 +230,28 @@ TODO_LOGITS_FEATURES = ("Write __init__ and forward of LogitsFeaturesExtra: a re
                         "(logits, features)")
 
 
+def _pair(out: Any, num_classes: int) -> tuple[Tensor, Tensor]:
+    """(logits, features) from what forward returned; explain anything else."""
+    kind = (f"a tensor of shape {tuple(out.shape)}" if isinstance(out, Tensor)
+            else f"a {type(out).__name__}")
+    require(isinstance(out, (tuple, list)) and len(out) == 2,
+            f"forward returned {kind}; it should return a tuple (logits, features)")
+    logits, features = out
+    require(isinstance(logits, Tensor) and isinstance(features, Tensor),
+            "both items of the returned pair should be tensors: (logits, features)")
+    if (logits.ndim == 2 and features.ndim == 2 and logits.shape[1] != num_classes
+            and features.shape[1] == num_classes):
+        raise ExerciseError(f"forward returns (features, logits): the first item has "
+                            f"{logits.shape[1]} columns, the second {num_classes}. Return them "
+                            f"in the order (logits, features)")
+    return logits, features
+
+
 @checker(todo=TODO_LOGITS_FEATURES)
 def check_logits_and_features(model: nn.Module, *, num_classes: int, extra_dim: int,
                               feature_dim: int | None = None) -> bool:
-    """Exercise 3: ``model(x, extra)`` returns ``(logits, features)``, and the logits depend on
-    the extra input.
+    """Exercise 3: ``model(x, extra)`` returns ``(logits, features)`` (a list passes too), the
+    features are the pooled backbone features and the logits depend on the image and the extra.
 
     >>> check_logits_and_features.__wrapped__(model, num_classes=5, extra_dim=2, feature_dim=512)
     [OK] logits (3, 5), features (3, 512); the extra input changes the logits
@@ -159,33 +262,34 @@ def check_logits_and_features(model: nn.Module, *, num_classes: int, extra_dim: 
             f"{type(model).__name__}; does __init__ call super().__init__() first?")
     x = _images(model, batch=3)
     extra = torch.randn(3, extra_dim, generator=torch.Generator().manual_seed(1)).to(x.device)
-    out = _call(model, "model(x, extra)", x, extra)
-    kind = (f"a tensor of shape {tuple(out.shape)}" if isinstance(out, Tensor)
-            else f"a {type(out).__name__}")
-    require(isinstance(out, tuple) and len(out) == 2,
-            f"forward returned {kind}; it should return a tuple (logits, features)")
-    logits, features = out
-    require(isinstance(logits, Tensor) and isinstance(features, Tensor),
-            "both items of the returned tuple should be tensors: (logits, features)")
+    logits, features = _pair(run_eval(model, x, extra, what="model(x, extra)"), num_classes)
     require(logits.shape == (3, num_classes),
             f"logits have shape {tuple(logits.shape)}; expected (3, {num_classes}): one row of "
-            f"{num_classes} logits per image (the widget asks for {num_classes} classes)"
-            if logits.ndim == 2 and logits.shape[0] == 3 else
-            f"logits have shape {tuple(logits.shape)}; expected (3, {num_classes})")
+            f"{num_classes} logits per image (the widget asks for {num_classes} classes)")
     require(features.ndim == 2 and features.shape[0] == 3,
             f"features have shape {tuple(features.shape)}; expected a flat (3, feature_dim) "
-            f"tensor, the pooled backbone features, one row per image")
-    if feature_dim is not None:
-        hint = (f" It looks like the extra input ({extra_dim}) was concatenated onto them; "
-                f"return the backbone features before the concatenation"
-                if features.shape[1] == feature_dim + extra_dim else "")
-        require(features.shape[1] == feature_dim,
-                f"features have {features.shape[1]} columns; the backbone gives "
-                f"{feature_dim}.{hint}")
-    logits_moved, _ = _call(model, "model(x, extra)", x, extra + 1.0)
-    require(not torch.allclose(logits, logits_moved),
+            f"tensor, the pooled backbone features, one row per image"
+            + (": flatten them (features.flatten(1))" if features.ndim == 4 else ""))
+    if feature_dim is not None and features.shape[1] != feature_dim:
+        if features.shape[1] == feature_dim + extra_dim:
+            hint = (f" It looks like the extra input ({extra_dim}) was concatenated onto them; "
+                    f"return the backbone features before the concatenation")
+        elif features.shape[1] == 1000:
+            hint = (" That is the old ImageNet head's output: read fc.in_features, then set "
+                    "backbone.fc = nn.Identity() so the backbone returns the pooled features")
+        else:
+            hint = ""
+        raise ExerciseError(f"features have {features.shape[1]} columns; the backbone gives "
+                            f"{feature_dim}.{hint}")
+    moved, _ = _pair(run_eval(model, x, extra + 1.0, what="model(x, extra)"), num_classes)
+    require(not torch.allclose(logits, moved),
             "changing the extra input does not change the logits: the head never sees it. "
-            "Concatenate it with the features (torch.cat(..., dim=1)) before the head")
+            "Concatenate it with the features (torch.cat([features, extra], dim=1)) before the "
+            "head")
+    other, _ = _pair(run_eval(model, x.flip(0), extra, what="model(x, extra)"), num_classes)
+    require(not torch.allclose(logits, other),
+            "other images give the same logits: the head ignores the features. Compute the "
+            "logits from torch.cat([features, extra], dim=1)")
     return passed(f"logits {tuple(logits.shape)}, features {tuple(features.shape)}; the extra "
                   f"input changes the logits")
 
@@ -197,90 +301,51 @@ TODO_LOADED = ("Build `loaded`: a resnet18 for settings.num_classes classes whos
 @checker(todo=TODO_LOADED)
 def check_loaded_checkpoint(model: nn.Module, checkpoint: str | Path | Mapping[str, Tensor], *,
                             num_classes: int, head: str = "fc") -> bool:
-    """Exercise 4: every backbone tensor equals the checkpoint's, and the head has
-    ``num_classes`` outputs.
-
-    ``checkpoint`` is a state_dict or the path of a saved one.
+    """Exercise 4: every backbone weight equals the checkpoint's, and the model outputs
+    ``num_classes`` logits. BatchNorm statistics may have moved (a training-mode forward).
 
     >>> check_loaded_checkpoint.__wrapped__(model, "runs/ch2/resnet18_1000.pt", num_classes=5)
-    [OK] 120 backbone tensors equal the checkpoint; head Linear(512 -> 5)
+    [OK] 102 backbone weights equal the checkpoint; head Linear(512 -> 5)
     True
     """
+    if type(model).__name__ == "_IncompatibleKeys":
+        raise ExerciseError("loaded is the report that load_state_dict returns (missing and "
+                            "unexpected keys), not the model: call loaded.load_state_dict(...) "
+                            "on its own line and keep loaded as the model")
     require(isinstance(model, nn.Module),
             f"loaded should be the model (an nn.Module), got {type(model).__name__}")
     if isinstance(checkpoint, (str, Path)):
         checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)
     prefix = f"{head}."
     own = model.state_dict()
-    backbone = {k: v for k, v in checkpoint.items() if not k.startswith(prefix)}
+    backbone = [k for k in checkpoint if not k.startswith(prefix)]
     absent = [k for k in backbone if k not in own]
     if absent:
         raise ExerciseError(
             f"the model has no {absent[0]!r}, which the checkpoint has ({len(absent)} such "
-            f"keys). Load into the same architecture the checkpoint was saved from")
-    resized = [k for k, v in backbone.items() if own[k].shape != v.shape]
+            f"keys). Load into the same architecture the checkpoint was saved from (resnet18)")
+    resized = [k for k in backbone if own[k].shape != checkpoint[k].shape]
     if resized:
         raise ExerciseError(
             f"{resized[0]} has shape {list(own[resized[0]].shape)} in your model but "
-            f"{list(backbone[resized[0]].shape)} in the checkpoint")
-    differ = [k for k, v in backbone.items() if not torch.equal(own[k].cpu(), v.cpu())]
+            f"{list(checkpoint[resized[0]].shape)} in the checkpoint")
+    buffers = buffer_names(model)
+    weights = [k for k in backbone if k not in buffers]
+    differ = differing(own, checkpoint, weights)
     if differ:
         raise ExerciseError(
-            f"{len(differ)} of {len(backbone)} backbone tensors differ from the checkpoint "
-            f"(e.g. {differ[0]}): the weights were not loaded. Did load_state_dict raise, or "
-            f"did you load into a different model than the one you return?")
-    try:
-        layer = model.get_submodule(head)
-    except AttributeError:
-        layer = None
-    require(isinstance(layer, nn.Linear), f"model.{head} should be an nn.Linear head")
-    require(layer.out_features == num_classes, _classes_message(layer.out_features, num_classes))
-    return passed(f"{len(backbone)} backbone tensors equal the checkpoint; head "
-                  f"Linear({layer.in_features} -> {layer.out_features})")
+            f"{len(differ)} of {len(weights)} backbone weights differ from the checkpoint "
+            f"(e.g. {differ[0]}): the weights were not loaded into this model. Load them "
+            f"(strict=False after dropping the fc.* keys, or into a 1000-class resnet18 whose "
+            f"head you then replace), and keep `loaded` as the model you loaded into")
+    out = run_eval(model, _images(model), what="loaded")
+    require(isinstance(out, Tensor) and out.ndim == 2,
+            f"loaded should return a (batch, classes) tensor; it returned "
+            f"{tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}")
+    require(out.shape[1] == num_classes, _classes_message(out.shape[1], num_classes))
+    layer = _last_linear(model.get_submodule(head)) if hasattr(model, head) else None
+    shape = f"Linear({layer.in_features} -> {layer.out_features})" if layer else "a new head"
+    return passed(f"{len(weights)} backbone weights equal the checkpoint; head {shape}")
 
-
-# Solutions: each one replaces its exercise cell as a whole (names as in the notebook).
-SOLUTIONS = {
-    1: """
-        exercise_net = resnet18(weights=None).to(settings.device)
-        # A new head: the old head's in_features, settings.num_classes outputs, on the device.
-        exercise_net.fc = nn.Linear(exercise_net.fc.in_features, settings.num_classes).to(
-            settings.device)
-        """,
-    2: """
-        from helpers.modify import freeze, unfreeze
-
-        finetune_net = resnet18(weights=None, num_classes=settings.num_classes)
-        finetune_net = finetune_net.to(settings.device)
-        freeze(finetune_net)
-        for part in (finetune_net.layer4, finetune_net.fc):
-            unfreeze(part)
-        """,
-    3: """
-        class LogitsFeaturesExtra(nn.Module):
-            def __init__(self, num_classes, extra_dim):
-                super().__init__()
-                self.backbone = resnet18(weights=None)
-                feature_dim = self.backbone.fc.in_features
-                self.backbone.fc = nn.Identity()
-                self.head = nn.Linear(feature_dim + extra_dim, num_classes)
-
-            def forward(self, x, extra):
-                features = self.backbone(x)
-                logits = self.head(torch.cat([features, extra], dim=1))
-                return logits, features
-
-
-        extra_dim = 2
-        exercise_model = LogitsFeaturesExtra(settings.num_classes, extra_dim).to(settings.device)
-        """,
-    4: """
-        loaded = resnet18(weights=None, num_classes=settings.num_classes).to(settings.device)
-        saved = torch.load(resnet18_path, map_location=settings.device, weights_only=True)
-        report = loaded.load_state_dict(
-            {k: v for k, v in saved.items() if not k.startswith("fc.")}, strict=False)
-        assert report.missing_keys == ["fc.weight", "fc.bias"] and not report.unexpected_keys
-        """,
-}
 
 solution = solution_lookup(2, SOLUTIONS)

@@ -73,7 +73,8 @@ def run_eval(model: nn.Module, *args: Tensor, what: str, **kwargs: Any) -> Any:
         raise
     except Exception as exc:  # the learner's code may fail in any way: explain, don't crash
         shapes = ", ".join(str(tuple(a.shape)) for a in args if isinstance(a, Tensor))
-        raise ExerciseError(f"calling {what} on input of shape {shapes} failed with "
+        inputs = "inputs" if len(args) > 1 else "input"
+        raise ExerciseError(f"calling {what} on {inputs} of shape {shapes} failed with "
                             f"{type(exc).__name__}: {first_line(exc)}{shape_hint(exc)}") from None
 
 
