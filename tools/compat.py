@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COMPAT = ROOT / ".venv-compat"
 # Colab's ipywidgets 7.7.1 pins these two; the rest of its needs are already in requirements.txt.
 IPYWIDGETS_7_EXTRAS = ["widgetsnbextension==3.6.*", "ipython_genutils==0.2.0"]
+LAST_KNOWN_TORCH_MINOR = 14  # the newest torch with a torchvision release of its own, as of 2026-12
 NB_ENV = {"COURSE_DEVICE": "cpu", "COURSE_NUM_CLASSES": "", "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
 
 
@@ -40,10 +41,14 @@ class CompatError(RuntimeError):
 
 
 def torchvision_for(torch_version: str) -> str:
-    """The torchvision release that matches a torch 2.x release.
+    """A torchvision requirement for a torch 2.x release; pip picks the release that fits.
+
+    torchvision 0.(m+15) is the first release made for torch 2.m. A newer torch may have none of
+    its own (torch 2.15 runs with torchvision 0.29.2, which asks for torch>=2.14), so this gives a
+    lower bound and pip picks the newest torchvision whose own torch requirement admits the pin.
 
     >>> torchvision_for("2.11")
-    '0.26.*'
+    'torchvision>=0.26'
     """
     match = re.fullmatch(r"2\.(\d+)(?:\.(\d+|\*))?", torch_version.strip())
     if not match:
@@ -51,7 +56,7 @@ def torchvision_for(torch_version: str) -> str:
     minor = int(match[1])
     if minor < 6:
         raise CompatError(f"the course needs torch >= 2.6, got {torch_version!r}")
-    return f"0.{minor + 15}.*"
+    return f"torchvision>=0.{min(minor, LAST_KNOWN_TORCH_MINOR) + 15}"
 
 
 def find_python(spec: str) -> str:
@@ -82,10 +87,10 @@ def pins(torch_version: str, ipywidgets: str | None) -> list[str]:
     """The pip requirements that fix the stack, on top of requirements-dev.txt.
 
     >>> pins("2.11", None)
-    ['torch==2.11.*', 'torchvision==0.26.*']
+    ['torch==2.11.*', 'torchvision>=0.26']
     """
     torch_pin = torch_version if torch_version.count(".") == 2 else f"{torch_version}.*"
-    out = [f"torch=={torch_pin}", f"torchvision=={torchvision_for(torch_version)}"]
+    out = [f"torch=={torch_pin}", torchvision_for(torch_version)]
     if ipywidgets:
         out.append(f"ipywidgets=={ipywidgets}")
         if ipywidgets.startswith("7."):
