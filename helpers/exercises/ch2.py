@@ -21,16 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from helpers.exercises import ExerciseError, Unanswered, checker, passed, require, solution_lookup
-from helpers.exercises.common import (
-    buffer_names,
-    cell_untouched,
-    device_of,
-    differing,
-    last_cell,
-    rerun_cell,
-    run_eval,
-    user_namespace,
-)
+from helpers.exercises.common import buffer_names, device_of, differing, run_eval
+from helpers.exercises.notebook import cell_untouched, last_cell, rerun_cell, user_namespace
 from helpers.exercises.solutions import CH2 as SOLUTIONS
 from helpers.models import count_parameters
 

@@ -13,8 +13,7 @@ shows the answer to exercise ``n``.
 from __future__ import annotations
 
 import copy
-import pickle
-import re
+import inspect
 import tempfile
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -26,6 +25,15 @@ from torch import Tensor, nn
 
 from helpers.checkpoint import outputs_equal, save_checkpoint, strip_prefixes, unwrap_model
 from helpers.exercises import ExerciseError, checker, passed, require, solution_lookup
+from helpers.exercises.common import (
+    call_learner,
+    first_line,
+    read_weights_file,
+    recorded_calls,
+    same_device,
+    same_state,
+)
+from helpers.exercises.solutions import CH3 as SOLUTIONS
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
@@ -39,36 +47,28 @@ TODO_INFERENCE = ("Build best_net: a TinyResNet like section 8's, load best.pt's
                   "(map_location=settings.device), move it to settings.device, call .eval()")
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
-
-
-def _read_weights_file(path: Path) -> Any:
-    """What a careful loader sees: safetensors, or torch.load with weights_only=True."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(path)
-        except Exception as exc:  # any failure means the file is not usable
-            raise ExerciseError(f"{path.name} is not a readable safetensors file "
-                                f"({type(exc).__name__}: {_first_line(exc)})") from None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        named = f"it refers to {found.group(1)}" if found else "a pickled class"
-        raise ExerciseError(
-            f"{path.name} holds pickled Python objects ({named}), not only tensors, "
-            f"so torch.load(weights_only=True) refuses it: you saved the whole model. Save its "
-            f"weights instead: torch.save(model.module.state_dict(), path)") from None
-    except Exception as exc:
-        raise ExerciseError(f"{path.name} cannot be read by torch.load ({type(exc).__name__}: "
-                            f"{_first_line(exc)})") from None
-
-
 # Exercise 1 ------------------------------------------------------------------------------------
+
+
+def _judge_saved_object(saved: list[Any], model: nn.Module) -> None:
+    """Name the mistake when what went to torch.save is not a state_dict."""
+    for obj in saved:
+        if inspect.ismethod(obj) and obj.__name__ == "state_dict":
+            owner = "model.module" if obj.__self__ is unwrap_model(model) else "model"
+            raise ExerciseError(f"you saved {owner}.state_dict, the method itself, not the "
+                                f"dict it returns: call it, torch.save({owner}.state_dict(), "
+                                f"path). The missing () made torch.save pickle the whole model "
+                                f"behind the method")
+        if isinstance(obj, nn.Module):
+            inner = "the wrapper" if obj is model else f"the whole {type(obj).__name__}"
+            raise ExerciseError(f"you saved {inner} (a pickled nn.Module), not its weights: "
+                                f"torch.load(weights_only=True) refuses such a file and it "
+                                f"breaks when the code changes. Save the weights: "
+                                f"torch.save(model.module.state_dict(), path)")
+        if isinstance(obj, Mapping) and obj and all(isinstance(v, Mapping) for v in obj.values()):
+            raise ExerciseError(f"you saved a dict of dicts (keys {list(obj)[:3]}) around the "
+                                f"weights; a plain model's load_state_dict expects the "
+                                f"state_dict itself: torch.save(model.module.state_dict(), path)")
 
 
 @checker(todo=TODO_SAVE)
@@ -86,14 +86,12 @@ def check_save_for_inference(save_fn: Callable[[nn.Module, Path], Any], model: n
     """
     path = Path(path)
     path.unlink(missing_ok=True)
-    try:
-        save_fn(model, path)
-    except Exception as exc:  # the learner's code may fail in any way
-        raise ExerciseError(f"calling your function on the wrapped model failed with "
-                            f"{type(exc).__name__}: {_first_line(exc)}") from None
+    with recorded_calls("torch.save") as saves:
+        call_learner(save_fn, model, path, what="your function on the wrapped model")
+    _judge_saved_object([args[0] for args, _ in saves if args], model)
     require(path.is_file(), f"your function did not write {path.name}; save to the path it gets "
                             f"as its second argument")
-    state = _read_weights_file(path)
+    state = read_weights_file(path)
     require(isinstance(state, Mapping),
             f"{path.name} holds a {type(state).__name__}; for inference it should hold the "
             f"state_dict, a dict of tensors")
@@ -151,10 +149,16 @@ _PREFIX_CASES: list[tuple[str, list[str], list[str]]] = [
     ("a nested module inside a wrapper",
      ["module.encoder.module.weight"],
      ["encoder.module.weight"]),
+    ("a mixed state_dict (an AveragedModel's: n_averaged next to module.*)",
+     ["n_averaged", "module.stem.0.weight", "module.fc.bias"],
+     ["n_averaged", "stem.0.weight", "fc.bias"]),
 ]
 
 
 def _why_mangled(key: str, got: str) -> str:
+    if got == key and key.startswith("module."):
+        return (" It left the key as it was: strip every key that starts with 'module.', even "
+                "when other keys (n_averaged) do not")
     if got == key[7:]:
         return (" It cut 7 characters off a key that does not start with 'module.'; test "
                 "key.startswith('module.') first, or use key.removeprefix('module.')")
@@ -164,6 +168,12 @@ def _why_mangled(key: str, got: str) -> str:
     if got == key.lstrip("module."):
         return (" str.lstrip('module.') removes any of the characters m, o, d, u, l, e and '.' "
                 "from the left, not the word; use key.removeprefix('module.')")
+    if got == key.split(".", 1)[-1]:
+        return (" It cut everything up to the first dot, a prefix or not; only keys that start "
+                "with 'module.' lose it: key.removeprefix('module.')")
+    if key.startswith("module") and got in (key[6:], key.removeprefix("module").lstrip("._")):
+        return (" It took 'module' without the dot for the prefix; test "
+                "key.startswith('module.') (with the dot): module_x is a layer's own name")
     return ""
 
 
@@ -186,7 +196,7 @@ def check_prefix_stripper(strip_fn: Callable[[dict[str, Tensor]], Any]) -> bool:
             result = strip_fn(given)
         except Exception as exc:
             raise ExerciseError(f"on {case} your function failed with {type(exc).__name__}: "
-                                f"{_first_line(exc)}") from None
+                                f"{first_line(exc)}") from None
         require(result is not None,
                 "your function returned None. If it changes the dict in place (as "
                 "consume_prefix_in_state_dict_if_present does), return the dict afterwards")
@@ -246,14 +256,12 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: 
     scheduler.step()
 
 
-def _same_state(a: Any, b: Any) -> bool:
-    if isinstance(a, Tensor) or isinstance(b, Tensor):
-        return isinstance(a, Tensor) and isinstance(b, Tensor) and torch.equal(a, b)
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-        return a.keys() == b.keys() and all(_same_state(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same_state(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
+def _RESUME_HINT(exc: BaseException) -> str:  # noqa: N802
+    if "Unexpected key(s)" in str(exc) and "\"model\"" in str(exc):
+        return (". The file is the whole checkpoint (keys model, optimizer, scheduler, epoch): "
+                "pass checkpoint['model'] to the model, checkpoint['optimizer'] to the optimizer, "
+                "and so on")
+    return ""
 
 
 @checker(todo=TODO_RESUME)
@@ -288,11 +296,15 @@ def _check_resume(resume_fn: Callable[..., Any]) -> bool:
         reference = model.state_dict()
 
         model, optimizer, scheduler = _resume_parts(seed=1)  # fresh objects, other initial weights
-        try:
-            start_epoch = resume_fn(path, model, optimizer, scheduler)
-        except Exception as exc:
-            raise ExerciseError(f"calling resume(path, model, optimizer, scheduler) failed with "
-                                f"{type(exc).__name__}: {_first_line(exc)}") from None
+        with recorded_calls("torch.load") as loads:
+            start_epoch = call_learner(resume_fn, path, model, optimizer, scheduler,
+                                       what="resume(path, model, optimizer, scheduler)",
+                                       hint=_RESUME_HINT)
+    unsafe = [kwargs for _, kwargs in loads if kwargs.get("weights_only") is False]
+    require(not unsafe,
+            "you call torch.load(..., weights_only=False): that unpickles whatever code the file "
+            "holds, and a checkpoint from save_checkpoint needs none of it (tensors, numbers, "
+            "dicts). Use torch.load(path, map_location='cpu', weights_only=True)")
     resumes_at = _SAVED_EPOCH + 1
     require(isinstance(start_epoch, int) and not isinstance(start_epoch, bool),
             f"your function returned {start_epoch!r}; it should return the epoch to start "
@@ -305,25 +317,25 @@ def _check_resume(resume_fn: Callable[..., Any]) -> bool:
             f"your function returned {start_epoch}; the checkpoint holds epoch index "
             f"{_SAVED_EPOCH} (epoch {_SAVED_EPOCH + 1} counted from 1), so training resumes at "
             f"start_epoch {resumes_at} (checkpoint['epoch'] + 1)")
-    require(_same_state(model.state_dict(), saved["model"]),
+    require(same_state(model.state_dict(), saved["model"]),
             "the model's weights differ from the checkpoint's: load them with "
             "model.load_state_dict(checkpoint['model'])")
     require(optimizer.state_dict()["state"],
             "the optimizer has no state: AdamW's running averages and step counts were not "
             "restored, so the next steps would be taken as if training had just begun. Call "
             "optimizer.load_state_dict(checkpoint['optimizer'])")
-    require(_same_state(optimizer.state_dict(), saved["optimizer"]),
+    require(same_state(optimizer.state_dict(), saved["optimizer"]),
             "the optimizer's state differs from the checkpoint's; call "
             "optimizer.load_state_dict(checkpoint['optimizer']) after building it as before")
     got_epoch, want_epoch = scheduler.state_dict()["last_epoch"], saved["scheduler"]["last_epoch"]
-    require(_same_state(scheduler.state_dict(), saved["scheduler"]),
+    require(same_state(scheduler.state_dict(), saved["scheduler"]),
             f"the scheduler was not restored: it counts last_epoch {got_epoch}, the checkpoint "
             f"{want_epoch}, so the learning-rate schedule would start over. Call "
             f"scheduler.load_state_dict(checkpoint['scheduler']) (the line the seed article "
             f"forgets)")
     for _ in range(start_epoch, _RESUME_EPOCHS):
         _train_epoch(model, optimizer, scheduler)
-    require(_same_state(model.state_dict(), reference),
+    require(same_state(model.state_dict(), reference),
             "after resuming, the remaining epochs do not reproduce the uninterrupted run; does "
             "your function change anything after loading?")
     return passed(f"start_epoch {start_epoch}; model, optimizer and scheduler restored; epochs "
@@ -334,14 +346,23 @@ def _check_resume(resume_fn: Callable[..., Any]) -> bool:
 # Exercise 4 ------------------------------------------------------------------------------------
 
 
-def _same_device(a: torch.device, b: torch.device) -> bool:
-    if a.type != b.type:
-        return False
-    if a.type == "cuda":
-        current = torch.cuda.current_device() if torch.cuda.is_available() else 0
-        return (a.index if a.index is not None else current) == (
-            b.index if b.index is not None else current)
-    return True
+def _weights_in(path: Path) -> Mapping[str, Tensor]:
+    obj = read_weights_file(path)
+    state = obj.get("model", obj) if isinstance(obj, Mapping) else obj
+    require(isinstance(state, Mapping), f"{path.name} holds no state_dict")
+    return strip_prefixes(state)
+
+
+def _not_a_model(model: Any) -> None:
+    if inspect.ismethod(model) and isinstance(model.__self__, nn.Module):
+        raise ExerciseError(f"best_net is the method {model.__name__} of your model, not the "
+                            f"model: the () are missing. best_net = best_net.{model.__name__}()")
+    if isinstance(model, Mapping):
+        raise ExerciseError(f"best_net is a {type(model).__name__} (the checkpoint's contents, keys "
+                            f"{list(model)[:4]}), not a model: build a TinyResNet like section 8's "
+                            f"and load best['model'] into it")
+    require(isinstance(model, nn.Module), f"best_net should be the model (an nn.Module), got "
+                                          f"{type(model).__name__}")
 
 
 @checker(todo=TODO_INFERENCE)
@@ -354,19 +375,29 @@ def check_ready_for_inference(model: nn.Module, path: str | Path, device: torch.
     [OK] 40 tensors equal best.pt's; all on cpu; eval mode
     """
     path, device = Path(path), torch.device(device)
-    obj = _read_weights_file(path)
-    state = obj.get("model", obj) if isinstance(obj, Mapping) else obj
-    require(isinstance(state, Mapping), f"{path.name} holds no state_dict")
-    state = strip_prefixes(state)
+    _not_a_model(model)
+    state = _weights_in(path)
     own = unwrap_model(model).state_dict()
     missing = [k for k in state if k not in own]
     require(not missing, f"the model has no {missing[:1]} although {path.name} has it: build the "
                          f"same architecture as the one saved")
+    extra = [k for k in own if k not in state]
+    require(not extra, f"your model has {len(extra)} tensors that {path.name} lacks (e.g. "
+                       f"{extra[:1]}): it is another architecture, and they keep their random "
+                       f"values. Build the TinyResNet exactly like section 8's")
     differ = [k for k, v in state.items() if not torch.equal(own[k].detach().cpu(), v.cpu())]
-    require(not differ, f"{len(differ)} of {len(state)} tensors differ from {path.name}'s (e.g. "
-                        f"{differ[0] if differ else ''}): the weights were not loaded")
+    if differ:
+        sibling = path.with_name("last.pt")
+        other = _weights_in(sibling) if sibling.is_file() and sibling != path else {}
+        if other.keys() == state.keys() and all(
+                torch.equal(own[k].detach().cpu(), v.cpu()) for k, v in other.items()):
+            raise ExerciseError(f"your model holds the weights of last.pt, the last epoch; the "
+                                f"exercise asks for {path.name}, the best epoch")
+        raise ExerciseError(f"{len(differ)} of {len(state)} tensors differ from {path.name}'s "
+                            f"(e.g. {differ[0]}): the weights were not loaded into this model. "
+                            f"Call best_net.load_state_dict(best['model'])")
     elsewhere = sorted({str(t.device) for t in own.values()
-                        if not _same_device(t.device, device)})
+                        if not same_device(t.device, device)})
     require(not elsewhere,
             f"some weights sit on {', '.join(elsewhere)}, not on {device}. map_location only "
             f"decides where torch.load puts the tensors it reads; load_state_dict copies them "
@@ -380,39 +411,5 @@ def check_ready_for_inference(model: nn.Module, path: str | Path, device: torch.
             f"model.eval() before predicting")
     return passed(f"{len(state)} tensors equal {path.name}'s; all on {device}; eval mode")
 
-
-# Solutions -------------------------------------------------------------------------------------
-
-#: The answers, as they would be typed into the exercise cells of the notebook.
-SOLUTIONS = {
-    1: """
-        from helpers.checkpoint import unwrap_model
-
-
-        def save_for_inference(model, path):
-            # unwrap_model finds the model inside DataParallel, DDP or torch.compile
-            torch.save(unwrap_model(model).state_dict(), path)
-        """,
-    2: """
-        def strip_module_prefix(state_dict):
-            return {key.removeprefix("module."): value for key, value in state_dict.items()}
-        """,
-    3: """
-        def resume(path, model, optimizer, scheduler):
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-            model.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            scheduler.load_state_dict(checkpoint["scheduler"])
-            return checkpoint["epoch"] + 1
-        """,
-    4: """
-        from helpers.models import TinyResNet
-
-        best_net = TinyResNet(settings.num_classes, width=32, depth=1, dropout=0.1)
-        best = torch.load(folder / "best.pt", map_location=settings.device, weights_only=True)
-        best_net.load_state_dict(best["model"])
-        best_net = best_net.to(settings.device).eval()
-        """,
-}
 
 solution = solution_lookup(3, SOLUTIONS)

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
+import pickle
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -272,9 +273,11 @@ def recorded_calls(target: str) -> Iterator[list[tuple[tuple[Any, ...], dict[str
         yield calls
 
 
-def call_learner(fn: Callable[..., Any], *args: Any, what: str, hint: str = "",
-                 **kwargs: Any) -> Any:
+def call_learner(fn: Callable[..., Any], *args: Any, what: str,
+                 hint: str | Callable[[BaseException], str] = "", **kwargs: Any) -> Any:
     """Call the learner's function; a crash becomes an ExerciseError that says where.
+
+    ``hint`` is added to the message (a function of the exception, or a fixed text).
 
     >>> call_learner(len, [1, 2], what="len(...)")
     2
@@ -284,95 +287,50 @@ def call_learner(fn: Callable[..., Any], *args: Any, what: str, hint: str = "",
     except ExerciseError:
         raise
     except Exception as exc:  # the learner's code may fail in any way
+        extra = hint(exc) if callable(hint) else hint
         raise ExerciseError(f"calling {what} failed with {type(exc).__name__}: "
-                            f"{first_line(exc)}{hint}") from None
+                            f"{first_line(exc)}{extra}") from None
 
 
-# The notebook's own input history: which cell the learner ran, to re-run it on other inputs ----
+# Files and devices ---------------------------------------------------------------------------
 
-def cell_history() -> list[str]:
-    """The sources of the cells run so far in this IPython kernel (empty outside IPython)."""
-    try:
-        from IPython import get_ipython
-    except ImportError:  # no IPython: a plain script or a test
-        return []
-    shell = get_ipython()
-    if shell is None:
-        return []
-    return [str(cell) for cell in shell.user_ns.get("In", []) if cell]
+def read_weights_file(path: Path) -> Any:
+    """What a careful loader sees: safetensors, or torch.load with weights_only=True.
 
-
-def code_lines(source: str) -> list[str]:
-    """The source's code lines without comments and blank lines (to compare with a scaffold).
-
-    >>> code_lines("x = 1  # set x\\n\\n# done\\npass")
-    ['x = 1', 'pass']
+    >>> read_weights_file(Path("runs/ch3/w.pt"))  # a dict of tensors
     """
-    lines = []
-    for line in source.splitlines():
-        code = re.sub(r"\s+#.*$|^\s*#.*$", "", line).rstrip()
-        if code.strip():
-            lines.append(code)
-    return lines
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
-
-def last_cell(pattern: str) -> str | None:
-    """The most recent cell whose code matches the regular expression ``pattern`` (multiline).
-
-    >>> last_cell(r"^finetune_net\\s*=")  # None outside IPython
-    """
-    regex = re.compile(pattern, re.MULTILINE)
-    for source in reversed(cell_history()):
-        if regex.search("\n".join(code_lines(source))):
-            return source
-    return None
-
-
-def cell_untouched(pattern: str, scaffold: str) -> bool | None:
-    """Whether the last cell matching ``pattern`` still holds ``scaffold`` (comments ignored).
-
-    None when the history is unavailable (outside IPython, or no such cell was run).
-    """
-    source = last_cell(pattern)
-    if source is None:
-        return None
-    return code_lines(source) == code_lines(scaffold)
-
-
-def rerun_cell(source: str, namespace: dict[str, Any],
-               patches: Mapping[str, Any] = {}) -> dict[str, Any] | None:  # noqa: B006
-    """Run a learner's cell again in a copy of ``namespace``; the copy, or None if it failed.
-
-    ``patches`` maps ``"module.attr"`` to a stand-in for the run (e.g. a resnet18 with an unusual
-    head), so that the checker sees what the learner's code does with another input. Output is
-    swallowed.
-    """
-    from unittest import mock
-
-    from IPython.core.inputtransformer2 import TransformerManager
-
-    scope = dict(namespace)
-    with contextlib.ExitStack() as stack:
-        for target, value in patches.items():
-            module_name, attr = target.rsplit(".", 1)
-            module = __import__(module_name, fromlist=[attr])
-            stack.enter_context(mock.patch.object(module, attr, value))
-            scope[attr] = value
-        stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
-        stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
         try:
-            code = TransformerManager().transform_cell(source)
-            exec(compile(code, "<exercise cell>", "exec"), scope)  # noqa: S102
-        except Exception:  # the re-run is a probe; a failure says nothing about the answer
-            return None
-    return scope
-
-
-def user_namespace() -> dict[str, Any]:
-    """The notebook's global namespace (empty outside IPython)."""
+            return load_file(path)
+        except Exception as exc:  # any failure means the file is not usable
+            raise ExerciseError(f"{path.name} is not a readable safetensors file "
+                                f"({type(exc).__name__}: {first_line(exc)})") from None
     try:
-        from IPython import get_ipython
-    except ImportError:
-        return {}
-    shell = get_ipython()
-    return dict(shell.user_ns) if shell is not None else {}
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        named = f"it refers to {found.group(1)}" if found else "a pickled class"
+        raise ExerciseError(
+            f"{path.name} holds pickled Python objects ({named}), not only tensors, "
+            f"so torch.load(weights_only=True) refuses it: you saved the whole model. Save its "
+            f"weights instead: torch.save(model.module.state_dict(), path)") from None
+    except Exception as exc:
+        raise ExerciseError(f"{path.name} cannot be read by torch.load ({type(exc).__name__}: "
+                            f"{first_line(exc)})") from None
+
+
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """Whether two devices are the same (``cuda`` and ``cuda:0`` alike when 0 is current).
+
+    >>> same_device(torch.device("cpu"), torch.device("cpu"))
+    True
+    """
+    if a.type != b.type:
+        return False
+    if a.type == "cuda":
+        current = torch.cuda.current_device() if torch.cuda.is_available() else 0
+        return (a.index if a.index is not None else current) == (
+            b.index if b.index is not None else current)
+    return True
