@@ -2,8 +2,9 @@
 
 A writer process saves epochs 1, 2, 3, ... to one path in a loop and is killed with SIGKILL at a
 random moment; then the path must load and hold one whole state. A kill during a save may leave the
-temporary file ``.last.pt.tmp-<pid of the writer>`` next to it, which nothing reads and the next
-save or ``load_checkpoint`` in that folder removes (its process no longer exists). Writers fork
+temporary file ``.last.pt.tmp-<pid of the writer>-<thread>-<random>`` next to it, which nothing
+reads and the next save or ``load_checkpoint`` in that folder removes (its process no longer
+exists). Writers fork
 from a ``forkserver`` that has already imported torch, so a trial costs milliseconds, not an
 interpreter start-up.
 """
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.skipif(os.name != "posix", reason="needs SIGKILL and fo
 
 TRIALS = 30
 WIDTH = 512  # a 512x512 float32 layer: each save writes 1 MiB, so most kills land mid-write
-TEMP_NAME = re.compile(r"^\.last\.pt\.tmp-(\d+)$")
+TEMP_NAME = re.compile(r"^\.last\.pt\.tmp-(\d+)-\d+-[0-9a-f]+$")  # pid, thread, random
 
 
 def _model(value: float = 0.0) -> nn.Linear:

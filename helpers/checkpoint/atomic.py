@@ -11,26 +11,41 @@ import contextlib
 import errno
 import os
 import re
+import secrets
 import shutil
 import socket
+import stat
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from helpers.checkpoint.errors import CheckpointError, PathLike, _first_line
+from helpers.checkpoint.errors import CheckpointError, PathLike, _first_line, _os_error
 
 LOCK_NAME = ".lock"
-_TEMP_NAME = re.compile(r"^\..+\.tmp-(\d+)$")
+# .<name>.tmp-<pid>-<thread>-<random>; the older .<name>.tmp-<pid> is still recognised.
+_TEMP_NAME = re.compile(r"^\..+\.tmp-(\d+)(?:-\d+-[0-9a-f]+)?$")
+# Create, never open an existing file, never follow a link (O_NOFOLLOW is missing on Windows).
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CREATE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | getattr(os, "O_BINARY", 0)
 
 
 def temp_path_for(path: PathLike) -> Path:
-    """The temporary file a save to ``path`` writes first: ``.<name>.tmp-<pid>`` in the same folder.
+    """A fresh temporary name for a save to ``path``: ``.<name>.tmp-<pid>-<thread>-<random>``.
+
+    Unique per call, so two threads or processes saving the same file never share a temp file.
 
     >>> temp_path_for("runs/last.pt").name  # doctest: +SKIP
-    '.last.pt.tmp-4242'
+    '.last.pt.tmp-4242-139871-9f2c61ab'
     """
     path = Path(path)
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}-"
+                          f"{secrets.token_hex(4)}")
+
+
+def _create_new(path: str, flags: int) -> int:
+    """``open``'s opener for a new file: refuses one that exists, never writes through a link."""
+    return os.open(path, _CREATE_NEW, 0o666)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -47,22 +62,30 @@ def _fsync_dir(directory: Path) -> None:
 
 def _atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
     """Write a temp file in the same folder, fsync it, rename it onto ``path``, fsync the folder."""
-    if path.is_dir():
-        raise CheckpointError(path, "this is a folder", "Give a file name, e.g. runs/last.pt.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(path.parent)
-    tmp = temp_path_for(path)
     try:
-        with open(tmp, "wb") as f:
+        if path.is_dir():
+            raise CheckpointError(path, "this is a folder", "Give a file name, e.g. runs/last.pt.")
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (OSError, ValueError) as exc:
+        raise _os_error(path, exc, "write") from None
+    remove_stale_temps(path.parent)
+    tmp, created = temp_path_for(path), False
+    try:
+        # O_EXCL | O_NOFOLLOW: a file or link planted under this name is never written through.
+        with open(tmp, "wb", opener=_create_new) as f:
+            created = True
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, path)  # replaces a link at ``path`` itself, never its target
     except BaseException as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        if created:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         if _disk_full(exc):
             raise _disk_full_error(path, write) from None
+        if isinstance(exc, OSError) or (isinstance(exc, ValueError) and "null byte" in str(exc)):
+            raise _os_error(path, exc, "write") from None
         raise
     _fsync_dir(path.parent)
 
@@ -133,13 +156,18 @@ def remove_stale_temps(folder: PathLike) -> list[Path]:
     [PosixPath('runs/pipeline/.last.pt.tmp-4242')]
     """
     removed = []
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, ValueError):
         for entry in os.scandir(folder):
             found = _TEMP_NAME.match(entry.name)
-            if not found or not entry.is_file(follow_symlinks=False):
+            if not found:
+                continue
+            # A link named like a temp file was planted (saves never make links): remove the
+            # link itself, never what it points to. Other non-files (folders, pipes) stay.
+            link = entry.is_symlink()
+            if not link and not entry.is_file(follow_symlinks=False):
                 continue
             pid = int(found.group(1))
-            if pid != os.getpid() and not _process_exists(pid):
+            if link or (pid != os.getpid() and not _process_exists(pid)):
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
                     removed.append(Path(entry.path))
@@ -175,13 +203,27 @@ class FolderLock:
         if self.folder.exists() and not self.folder.is_dir():
             raise CheckpointError(self.folder, "this is a file, not a folder",
                                   "Pass a folder for the checkpoints, e.g. runs/pipeline.")
+        lock = self.folder / LOCK_NAME
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            file = open(self.folder / LOCK_NAME, "a+")  # noqa: SIM115 - held until release()
+            # Never through a link: a planted .lock -> /some/file must not be written into.
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o666)
+            file = open(fd, "r+")  # noqa: SIM115 - held until release()
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:  # a pipe, or a hard link
+                file.close()
+                raise CheckpointError(lock, "it is not a plain file of its own (a pipe, device "
+                                            "or hard link)", f"Delete it (rm {lock}) and run again.")
         except OSError as exc:
+            if exc.errno == errno.ELOOP or lock.is_symlink():
+                raise CheckpointError(lock, "it is a symbolic link, not the run's lock file",
+                                      "Nothing was written through it. Delete the link (rm "
+                                      f"{lock}) or pass another folder.") from None
             raise CheckpointError(self.folder, f"cannot write in this folder ({type(exc).__name__}: "
                                                f"{_first_line(exc)})",
                                   "Pass a folder you may write to.") from None
+        except ValueError as exc:
+            raise _os_error(self.folder, exc, "write") from None
         try:
             _lock(file)
         except OSError:

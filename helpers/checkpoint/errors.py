@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import reprlib
 from pathlib import Path
@@ -64,3 +65,36 @@ def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     line = text[0] if text else ""
     return line if len(line) <= 160 else line[:157] + "..."
+
+
+def _os_error(path: PathLike, exc: BaseException, doing: str = "read") -> CheckpointError:
+    """A ``CheckpointError`` that says what an ``OSError`` (or a null byte) means for ``path``.
+
+    >>> str(_os_error("x/w.pt", FileNotFoundError(2, "No such file")))  # doctest: +ELLIPSIS
+    'x/w.pt: no such file (looked in .../x)...'
+    """
+    if isinstance(exc, ValueError):  # os functions refuse a name with \x00 this way
+        return CheckpointError(path, "the file name contains a null byte (\\x00)",
+                               "Check how the name was built; a path cannot contain \\x00.")
+    code = getattr(exc, "errno", None)
+    where = os.path.abspath(os.path.dirname(os.fspath(path)) or ".")
+    if isinstance(exc, FileNotFoundError):
+        return CheckpointError(path, f"no such file (looked in {where})",
+                               "Check the name and the folder, or train and save first."
+                               if doing == "read" else "Create the folder first.")
+    if isinstance(exc, PermissionError):
+        return CheckpointError(path, f"permission denied: this user may not {doing} it",
+                               "Fix the permissions (chmod) or use a file and folder of your own.")
+    if code == errno.ENAMETOOLONG:
+        return CheckpointError(path, "the name is too long for the file system (each part of a "
+                                     "path may have at most 255 bytes)", "Use a shorter name.")
+    if code == errno.ELOOP:
+        return CheckpointError(path, "it is a symbolic link loop (a link that leads back to "
+                                     "itself)", "Replace the link with the real file, or pass the "
+                                                "file it should point to.")
+    if code == errno.ENOTDIR:
+        return CheckpointError(path, "a part of the path is a file, not a folder",
+                               "Check the folders in the path.")
+    strerror = getattr(exc, "strerror", None) or _first_line(exc)
+    return CheckpointError(path, f"cannot {doing} it ({type(exc).__name__}: {strerror})",
+                           "Check the path, the disk and the permissions.")

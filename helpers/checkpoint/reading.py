@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import stat
 import struct
 import warnings
 import zipfile
@@ -18,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from helpers.checkpoint.archive import inflation_problem
 from helpers.checkpoint.errors import (
     DAMAGED_ADVICE,
     UNSAFE_ADVICE,
@@ -25,6 +28,7 @@ from helpers.checkpoint.errors import (
     CheckpointError,
     PathLike,
     _first_line,
+    _os_error,
 )
 from helpers.checkpoint.prefixes import unwrap_model
 
@@ -33,16 +37,21 @@ _ZIP_MAGIC = b"PK\x03\x04"
 
 
 def _existing(path: PathLike) -> Path:
+    """``path`` if it is a regular file; anything else (missing, a folder, a pipe, a link loop, no
+    permission, a name too long or with a null byte) raises ``CheckpointError`` saying so."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path}: no such checkpoint file (looked in {path.resolve().parent}). Check the name "
-            f"and the folder, or train and save first.")
-    if path.is_dir():
-        names = sorted(p.name for p in path.iterdir())[:8]
+    try:
+        info = os.stat(path)  # follows links; a loop is ELOOP, not pathlib's RuntimeError
+    except (OSError, ValueError) as exc:
+        raise _os_error(path, exc) from None
+    if stat.S_ISDIR(info.st_mode):
+        try:
+            names = sorted(p.name for p in path.iterdir())[:8]
+        except OSError:
+            names = []
         raise CheckpointError(path, "this is a folder, not a checkpoint file",
                               f"Pick one of its files: {names}")
-    if not path.is_file():  # a FIFO, socket or device would block or stream forever
+    if not stat.S_ISREG(info.st_mode):  # a FIFO, socket or device would block or stream forever
         raise CheckpointError(path, "this is not a regular file (a pipe, socket or device)",
                               "Pass a checkpoint file saved on disk.")
     return path
@@ -53,12 +62,9 @@ def _head(path: Path) -> bytes:
     try:
         with open(path, "rb") as f:
             return f.read(16)
-    except PermissionError:
-        raise CheckpointError(path, "permission denied: this user may not read the file",
-                              "Fix its permissions (chmod u+r) or copy it somewhere readable.") from None
     except OSError as exc:
-        raise CheckpointError(path, f"cannot read it ({type(exc).__name__}: {_first_line(exc)})",
-                              DAMAGED_ADVICE) from None
+        error = _os_error(path, exc)
+        raise CheckpointError(path, error.reason, error.advice or DAMAGED_ADVICE) from None
 
 
 def _is_safetensors(path: Path, head: bytes) -> bool:
@@ -127,6 +133,17 @@ def _unreadable(path: Path, head: bytes, exc: BaseException) -> CheckpointError:
                                  f"({type(exc).__name__}: {cause})", DAMAGED_ADVICE)
 
 
+def _check_inflation(path: Path) -> None:
+    """Refuse a zip whose members inflate far beyond the file's size, before torch reads it."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            problem = inflation_problem(archive, path.stat().st_size)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return  # not a readable zip: torch.load says why (damaged, cut short)
+    if problem:
+        raise CheckpointError(path, problem, DAMAGED_ADVICE)
+
+
 def _read(path: PathLike, *, map_location: Any = "cpu", trusted: bool = False,
           mmap: bool = True) -> Any:
     """Load any file these helpers accept; only a trusted file may run pickled code."""
@@ -136,6 +153,8 @@ def _read(path: PathLike, *, map_location: Any = "cpu", trusted: bool = False,
         raise CheckpointError(path, "the file is empty (0 bytes)", DAMAGED_ADVICE)
     if _is_safetensors(path, head):
         return _read_safetensors(path, map_location)
+    if head.startswith(_ZIP_MAGIC):
+        _check_inflation(path)
     if trusted:
         try:
             return torch.load(path, map_location=map_location, weights_only=False)

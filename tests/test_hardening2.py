@@ -1,0 +1,198 @@
+"""Issue 19 (hardening, round 2): planted links, threads, odd paths, zip bombs, odd tensors.
+
+One test (or a few) per item of the issue; each failed on the code before the fix. The CLI and
+export items are in ``test_hardening2_cli.py``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from helpers.checkpoint import (
+    CheckpointError,
+    FolderLock,
+    checkpoint_summary,
+    load_checkpoint,
+    load_weights,
+    load_whole_model,
+    remove_stale_temps,
+    save_checkpoint,
+    save_weights,
+    state_dicts_equal,
+)
+
+LOADERS = {
+    "load_weights": lambda p: load_weights(nn.Linear(2, 2), p),
+    "load_checkpoint": lambda p: load_checkpoint(p, model=nn.Linear(2, 2)),
+    "load_whole_model": lambda p: load_whole_model(p),
+    "checkpoint_summary": checkpoint_summary,
+}
+
+
+def _net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+
+
+# --- item 2: nothing is ever written through a link planted in a training folder ------------------
+
+
+def test_a_lock_file_that_is_a_link_is_refused_and_its_target_untouched(tmp_path):
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me\n")
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / ".lock").symlink_to(target)
+    with pytest.raises(CheckpointError, match=r"\.lock: it is a symbolic link"):
+        FolderLock(folder).acquire()
+    assert target.read_text() == "keep me\n"
+
+
+def test_the_pipeline_refuses_a_linked_lock_with_one_error_line(tmp_path, capsys):
+    from helpers import pipeline
+
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me\n")
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / ".lock").symlink_to(target)
+    assert pipeline.main(["--checkpoint-dir", str(folder), "--device", "cpu", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("error:") == 1 and "symbolic link" in err
+    assert target.read_text() == "keep me\n"
+
+
+def test_planted_temp_links_are_never_written_through(tmp_path):
+    target = tmp_path / "precious.bin"
+    target.write_bytes(b"keep me")
+    folder = tmp_path / "run"
+    folder.mkdir()
+    pid = os.getpid()
+    for planted in range(max(2, pid - 20), pid + 200):  # the old name was .last.pt.tmp-<pid>
+        (folder / f".last.pt.tmp-{planted}").symlink_to(target)
+    path = save_checkpoint(folder / "last.pt", model=_net(), epoch=0)
+    assert target.read_bytes() == b"keep me"
+    assert path.is_file() and not path.is_symlink()
+    assert load_checkpoint(path, model=_net())["epoch"] == 0
+    assert not [p for p in folder.iterdir() if p.is_symlink()]  # the links were removed, not followed
+
+
+def test_stale_temp_cleanup_removes_links_without_following_them(tmp_path):
+    target = tmp_path / "precious.bin"
+    target.write_bytes(b"keep me")
+    link = tmp_path / f".best.pt.tmp-{os.getpid()}-1-abcd"
+    link.symlink_to(target)
+    dangling = tmp_path / ".best.pt.tmp-1"
+    dangling.symlink_to(tmp_path / "nowhere")
+    assert sorted(remove_stale_temps(tmp_path)) == sorted([link, dangling])
+    assert target.read_bytes() == b"keep me" and not link.is_symlink()
+
+
+def test_a_link_at_the_target_is_replaced_not_followed(tmp_path):
+    target = tmp_path / "precious.bin"
+    target.write_bytes(b"keep me")
+    (tmp_path / "w.pt").symlink_to(target)
+    path = save_weights(_net(), tmp_path / "w.pt")
+    assert target.read_bytes() == b"keep me" and not path.is_symlink()
+
+
+# --- item 7: two threads saving one path ----------------------------------------------------------
+
+
+def test_two_threads_saving_one_path_never_collide(tmp_path):
+    path = tmp_path / "last.pt"
+    errors: list[BaseException] = []
+
+    def saver(seed: int) -> None:
+        net = _net(seed)
+        try:
+            for epoch in range(15):
+                save_checkpoint(path, model=net, epoch=epoch, seed=seed)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=saver, args=(seed,)) for seed in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    info = load_checkpoint(path, model=(net := _net()))
+    assert info["epoch"] == 14
+    assert state_dicts_equal(net.state_dict(), _net(info["seed"]).state_dict())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+# --- item 8 and Low: odd paths are CheckpointErrors that say what to do ---------------------------
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_a_symlink_loop_is_a_checkpoint_error(tmp_path, loader):
+    loop = tmp_path / "loop.pt"
+    loop.symlink_to(loop)
+    with pytest.raises(CheckpointError, match="symbolic link loop"):
+        LOADERS[loader](loop)
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_odd_names_are_checkpoint_errors(tmp_path, loader):
+    cases = {tmp_path / "missing.pt": "no such file",
+             tmp_path / ("x" * 300 + ".pt"): "name is too long",
+             Path(f"{tmp_path}/a\x00b.pt"): "null byte"}
+    for path, message in cases.items():
+        with pytest.raises(CheckpointError, match=message):
+            LOADERS[loader](path)
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_permission_denied_is_a_checkpoint_error(tmp_path, monkeypatch, loader):
+    # A folder without search permission (root ignores chmod, so stat is made to say it).
+    path = tmp_path / "locked" / "w.pt"
+    real_stat = os.stat
+
+    def no_permission(file, *args, **kwargs):
+        if str(file) == str(path):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_stat(file, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", no_permission)
+    with pytest.raises(CheckpointError, match="permission denied"):
+        LOADERS[loader](path)
+
+
+def test_saving_to_odd_names_is_a_checkpoint_error(tmp_path):
+    with pytest.raises(CheckpointError, match="name is too long"):
+        save_weights(_net(), tmp_path / ("x" * 300 + ".pt"))
+    with pytest.raises(CheckpointError, match="null byte"):
+        save_weights(_net(), Path(f"{tmp_path}/a\x00b.pt"))
+
+
+# --- item 9: a zip bomb is refused before it is inflated -----------------------------------------
+
+
+def test_a_zip_bomb_is_refused_before_torch_reads_it(tmp_path):
+    path = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("bomb/data.pkl", b"\0" * (64 << 20))  # 64 MiB from about 64 KiB
+        archive.writestr("bomb/version", b"3\n")
+    assert path.stat().st_size < 1 << 20
+    for loader in LOADERS.values():
+        with pytest.raises(CheckpointError, match=r"would inflate to 64\.0 MiB .*zip bomb"):
+            loader(path)
+
+
+def test_a_real_checkpoint_is_within_the_bound(tmp_path):
+    path = save_checkpoint(tmp_path / "c.pt", model=_net(), epoch=0, notes="x" * 10_000)
+    buffer = io.BytesIO(path.read_bytes())
+    with zipfile.ZipFile(buffer) as archive:
+        total = sum(info.file_size for info in archive.infolist())
+    assert total <= path.stat().st_size
+    assert load_checkpoint(path, model=_net())["notes"] == "x" * 10_000
