@@ -72,7 +72,7 @@ def test_extended_wrong_class_count():
 
 def test_extended_fresh_backbone_is_named():
     old = _old(3)
-    with pytest.raises(ExerciseError, match=r"backbone tensors differ from the trained model's "
+    with pytest.raises(ExerciseError, match=r"backbone weights differ from the trained model's "
                                             r"\(e.g. stem.0.weight\): the backbone was not loaded"):
         check_extended_model(_extend(old, 6, load_backbone=False), old, num_classes=6, example=_x())
 
@@ -313,7 +313,7 @@ def test_torchrun_right_answers(capsys):
     (RIGHT.replace("--standalone", "--nnodes=2"), "--nnodes=2 waits for other machines"),
     (RIGHT + " --resume", "--resume continues an earlier run"),
     (RIGHT.replace("torchrun", "python"), "start it with torchrun"),
-    (RIGHT + " --nproc-per-node=4", "helpers.pipeline would refuse its arguments"),
+    (RIGHT + " --nproc-per-node=4", "comes after the script, so torchrun never sees it"),
     (RIGHT.replace("--standalone", "--standalone --bogus"), "torchrun would refuse these arguments"),
 ])
 def test_torchrun_wrong_answers(command, message):
@@ -451,9 +451,9 @@ def test_cautious_scaffold_prints_todo(capsys):
 @pytest.mark.parametrize("wrong, message", [
     (lambda logits, threshold=0.9: logits.argmax(dim=1), "no -1 where the model is unsure"),
     (lambda logits, threshold=0.9: [int(i) for i in logits.argmax(dim=1)], "returned a list"),
-    (lambda logits, threshold=0.9: logits.softmax(dim=1), r"returned shape \(4, 3\)"),
+    (lambda logits, threshold=0.9: logits.softmax(dim=1), r"returned shape \(7, 3\)"),
     (lambda logits, threshold=0.9: torch.where(logits.max(dim=1).values >= threshold,
-                                               logits.argmax(dim=1), -1), r"instead of \[0, -1, 2, -1\]"),
+                                               logits.argmax(dim=1), -1), r"instead of \[0, -1, 2, -1, 0, 1, 1\]"),
     (lambda logits: logits.argmax(dim=1), "calling your function failed with TypeError"),
 ])
 def test_cautious_wrong_answers_say_what_to_change(wrong, message):
