@@ -453,7 +453,8 @@ def test_cautious_scaffold_prints_todo(capsys):
     (lambda logits, threshold=0.9: [int(i) for i in logits.argmax(dim=1)], "returned a list"),
     (lambda logits, threshold=0.9: logits.softmax(dim=1), r"returned shape \(7, 3\)"),
     (lambda logits, threshold=0.9: torch.where(logits.max(dim=1).values >= threshold,
-                                               logits.argmax(dim=1), -1), r"instead of \[0, -1, 2, -1, 0, 1, 1\]"),
+                                               logits.argmax(dim=1), -1),
+     r"instead of \[0, -1, 2, -1, 0, 1, 1\]"),
     (lambda logits: logits.argmax(dim=1), "calling your function failed with TypeError"),
 ])
 def test_cautious_wrong_answers_say_what_to_change(wrong, message):
