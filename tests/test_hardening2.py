@@ -196,3 +196,110 @@ def test_a_real_checkpoint_is_within_the_bound(tmp_path):
         total = sum(info.file_size for info in archive.infolist())
     assert total <= path.stat().st_size
     assert load_checkpoint(path, model=_net())["notes"] == "x" * 10_000
+
+
+# --- item 4: odd tensors are refused before anything is copied -----------------------------------
+
+
+def _odd(kind: str, tensor: torch.Tensor) -> torch.Tensor:
+    if kind == "sparse":
+        return tensor.to_sparse()
+    if kind == "meta":
+        return torch.empty_like(tensor, device="meta")
+    if kind == "quantized":
+        return torch.quantize_per_tensor(tensor, 0.1, 0, torch.qint8)
+    if kind == "complex":
+        return tensor.to(torch.complex64)
+    return tensor.to(torch.int64)  # "integer"
+
+
+ODD = {"sparse": "sparse tensor", "meta": "meta tensor", "quantized": "quantized tensor",
+       "complex": "dtype torch.complex64", "integer": "dtype torch.int64"}
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("kind", ODD)
+def test_odd_tensors_are_refused_and_the_model_is_unchanged(tmp_path, kind):
+    state = _net(1).state_dict()
+    state["3.weight"] = _odd(kind, state["3.weight"])  # the last layer: 5 tensors come before it
+    torch.save(state, tmp_path / "w.pt")
+    net = _net(2)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(CheckpointError, match=rf"3\.weight (is a|has) {ODD[kind]}"):
+        load_weights(net, tmp_path / "w.pt")
+    assert state_dicts_equal(net.state_dict(), before)
+    with pytest.raises(CheckpointError, match=ODD[kind]):
+        _load_tampered(tmp_path, {"model": state}, net)
+    assert state_dicts_equal(net.state_dict(), before)
+
+
+def _load_tampered(tmp_path: Path, changes: dict, net: nn.Module):
+    path = save_checkpoint(tmp_path / "c.pt", model=_net(1), epoch=0)
+    obj = torch.load(path, weights_only=True)
+    obj.update(changes)
+    torch.save(obj, path)
+    return load_checkpoint(path, model=net)
+
+
+# --- item 11: a tampered checkpoint is one CheckpointError naming the field, nothing applied -------
+
+
+def _trained(seed: int = 0):
+    net = _net(seed)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    net(torch.randn(5, 4)).sum().backward()
+    optimizer.step()
+    scheduler.step()
+    return net, optimizer, scheduler
+
+
+def _first_state(o: dict) -> dict:
+    return o["optimizer"]["state"][0]
+
+
+TAMPERED = [
+    ("negative_epoch", lambda o: o.update(epoch=-5), r"its epoch is -5, not from 0 to"),
+    ("huge_epoch", lambda o: o.update(epoch=2**62), r"its epoch is \d+, not from 0 to"),
+    ("momentum_shape", lambda o: _first_state(o).update(momentum_buffer=torch.zeros(3)),
+     r"optimizer\['state'\]\[0\]\['momentum_buffer'\] has shape \[3\], but its parameter has "
+     r"\[8, 4\]"),
+    ("momentum_sparse", lambda o: _first_state(o).update(
+        momentum_buffer=torch.zeros(8, 4).to_sparse()), r"\['momentum_buffer'\] is a sparse"),
+    ("state_for_no_param", lambda o: o["optimizer"]["state"].update({99: {}}),
+     r"optimizer\['state'\]\[99\] belongs to no parameter"),
+    ("lr_text", lambda o: o["optimizer"]["param_groups"][0].update(lr="fast"),
+     r"optimizer\['param_groups'\]\[0\]\['lr'\] is 'fast', not a number"),
+    ("lr_nan", lambda o: o["optimizer"]["param_groups"][0].update(lr=float("nan")),
+     r"\['lr'\] is nan, not a finite number"),
+    ("lr_negative", lambda o: o["optimizer"]["param_groups"][0].update(lr=-1.0),
+     r"\['lr'\] is -1.0, below 0"),
+    ("param_count", lambda o: o["optimizer"]["param_groups"][0]["params"].pop(),
+     r"optimizer\['param_groups'\]\[0\] has 5 parameters, the optimizer's group 6"),
+    ("scheduler_type", lambda o: o["scheduler"].update(last_epoch="x"),
+     r"the scheduler state does not fit: scheduler\['last_epoch'\] is 'x', not a number"),
+    ("scheduler_range", lambda o: o["scheduler"].update(step_size=-3),
+     r"scheduler\['step_size'\] is -3, below 1"),
+    ("scheduler_unexpected", lambda o: o["scheduler"].update(evil=1),
+     r"scheduler has the unexpected field 'evil'"),
+    ("scheduler_list", lambda o: o["scheduler"].update(base_lrs=[0.1, 0.2]),
+     r"scheduler\['base_lrs'\] is 2, expected a list of 1"),
+]
+
+
+@pytest.mark.parametrize("name, change, message", TAMPERED, ids=[t[0] for t in TAMPERED])
+def test_a_tampered_field_is_named_and_nothing_is_applied(tmp_path, name, change, message):
+    net, optimizer, scheduler = _trained(seed=1)
+    path = save_checkpoint(tmp_path / "good.pt", model=net, optimizer=optimizer,
+                           scheduler=scheduler, epoch=3)
+    obj = torch.load(path, weights_only=True)
+    change(obj)
+    torch.save(obj, path)
+    net, optimizer, scheduler = _trained(seed=2)
+    before = ({k: v.clone() for k, v in net.state_dict().items()}, dict(scheduler.state_dict()))
+    momentum = {k: v["momentum_buffer"].clone() for k, v in optimizer.state.items()}
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path, model=net, optimizer=optimizer, scheduler=scheduler)
+    assert state_dicts_equal(net.state_dict(), before[0])
+    assert all(torch.equal(optimizer.state[p]["momentum_buffer"], m) for p, m in momentum.items())
+    assert scheduler.state_dict() == before[1] and optimizer.param_groups[0]["lr"] == 0.05

@@ -29,6 +29,7 @@ from helpers.checkpoint.errors import (
 from helpers.checkpoint.prefixes import unwrap_model
 from helpers.checkpoint.reading import _find_weights, _is_state_dict, _read
 from helpers.checkpoint.storable import _check_storable
+from helpers.checkpoint.validate import check_epoch, check_parts
 from helpers.checkpoint.weights import _plan_state
 
 
@@ -118,11 +119,7 @@ def load_checkpoint(path: PathLike, *, model: nn.Module, optimizer: Any = None,
                               "Load it with load_weights(model, path) and train from epoch 0, or "
                               "pass a file written by save_checkpoint.")
     # Check everything first, then apply: a refused file leaves every object as it was.
-    epoch = obj["epoch"]
-    if isinstance(epoch, bool) or not isinstance(epoch, int):
-        raise CheckpointError(path, f"its epoch is {_SHORT.repr(epoch)}, not a whole number",
-                              "The file was not written by save_checkpoint or was edited; use "
-                              "another checkpoint.")
+    epoch = check_epoch(path, obj["epoch"])
     state = _plan_state(model, _find_weights(obj, path), path)
     parts = []
     for name, target, keys in (("optimizer", optimizer, ("optimizer", "optimizer_state_dict")),
@@ -135,6 +132,7 @@ def load_checkpoint(path: PathLike, *, model: nn.Module, optimizer: Any = None,
                                   f"build a fresh {name}.")
         if target is not None:
             parts.append((name, target, obj[key]))
+    check_parts(path, parts)  # types, lengths, shapes and ranges against the live objects
     rng = obj.get("rng") if restore_rng else None
     if rng is not None:
         _check_rng(rng, path)

@@ -19,6 +19,7 @@ from helpers.checkpoint.errors import CheckpointError, IncompatibleKeys, PathLik
 from helpers.checkpoint.prefixes import strip_prefixes, unwrap_model
 from helpers.checkpoint.reading import _existing, _find_weights, _is_state_dict, _read
 from helpers.checkpoint.storable import _check_storable
+from helpers.checkpoint.validate import check_tensors
 
 
 def _short_list(keys: Iterable[str], limit: int = 6) -> str:
@@ -60,6 +61,7 @@ def _plan_state(model: nn.Module, state: Mapping[str, Tensor], path: Path, *, st
             f"The checkpoint comes from a model built differently (another class count?). Either "
             f"build the model as it was saved, load, then replace that layer (the head), or load "
             f"everything else with load_weights(model, path, strict=False, exclude={modules!r}).")
+    check_tensors(path, state, own)  # sparse, meta, quantized, wrong dtype: before any copy
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if strict and (missing or unexpected):
