@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         save_s.append(time.perf_counter() - start)
     full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True,
                                                                 cpu_offload=True))
+    full = {k: v.clone() for k, v in full.items()}  # on a CPU, buffers come back as the live ones
     weight = model.fc.weight
     rank_report: dict[str, Any] = {
         "rank": ctx.rank, "fc_weight_global": list(weight.shape),
