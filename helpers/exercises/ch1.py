@@ -356,6 +356,10 @@ def check_tiny_resnet(net: nn.Module, *, num_classes: int, depth: int, max_param
     require(net.fc.out_features == num_classes,
             f"your net outputs {net.fc.out_features} classes; the widget asks for {num_classes}: "
             f"pass settings.num_classes as TinyResNet's first argument")
+    in_channels = net.stem[0].in_channels
+    require(in_channels == batch.shape[1],
+            f"your net expects {in_channels}-channel images, the digits have {batch.shape[1]}: "
+            f"leave in_channels at its default (1)")
     total = count_parameters(net)
     width = net.fc.in_features
     if total > max_parameters:
@@ -365,10 +369,6 @@ def check_tiny_resnet(net: nn.Module, *, num_classes: int, depth: int, max_param
         raise ExerciseError(f"your net (width {width}) has {total:,} parameters, over the budget "
                             f"of {max_parameters:,}. The blocks dominate and grow with width "
                             f"squared: choose a smaller width{widest}")
-    in_channels = net.stem[0].in_channels
-    require(in_channels == batch.shape[1],
-            f"your net expects {in_channels}-channel images, the digits have {batch.shape[1]}: "
-            f"leave in_channels at its default (1)")
     X = digits(8, like=batch)
     out = require_logits(run_eval(net, X, what="your TinyResNet"), len(X), num_classes,
                          "your TinyResNet")

@@ -60,9 +60,9 @@ def _name_in_notebook(obj: object) -> str | None:
 
 def _odd_resnet18(*args: Any, **kwargs: Any) -> nn.Module:
     """A resnet18 whose old head takes ODD_FEATURES features: a typed-in 512 shows."""
-    from torchvision.models import resnet18
+    from torchvision.models.resnet import BasicBlock, ResNet
 
-    model = resnet18(*args, **kwargs)
+    model = ResNet(BasicBlock, [2, 2, 2, 2], num_classes=kwargs.get("num_classes", 1000))
     model.fc = nn.Linear(ODD_FEATURES, model.fc.out_features)
     return model
 
@@ -136,6 +136,10 @@ def check_new_head(model: nn.Module, *, num_classes: int) -> bool:
             f"the model should return a (batch, classes) tensor of logits; it returned "
             f"{tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}")
     require(out.shape[-1] == num_classes, _classes_message(out.shape[-1], num_classes))
+    require(not (bool((out >= 0).all()) and torch.allclose(out.sum(1), torch.ones(len(out)))),
+            "your model returns probabilities (every row sums to 1): the head ends in a softmax. "
+            "Return logits, the Linear layer's output; nn.CrossEntropyLoss applies the "
+            "log-softmax itself")
     typed = _typed_in_features(model)
     require(typed is None,
             f"the head's size is typed in: on a resnet whose old head takes {ODD_FEATURES} "
@@ -321,6 +325,10 @@ def check_loaded_checkpoint(model: nn.Module, checkpoint: str | Path | Mapping[s
         raise ExerciseError(
             f"{resized[0]} has shape {list(own[resized[0]].shape)} in your model but "
             f"{list(checkpoint[resized[0]].shape)} in the checkpoint")
+    extra = [k for k in own if not k.startswith(prefix) and k not in checkpoint]
+    require(not extra, f"your model has {len(extra)} backbone tensors the checkpoint lacks (e.g. "
+                       f"{extra[0] if extra else ''}): another architecture, whose extra layers "
+                       f"keep random weights. Build a resnet18, like the saved one")
     buffers = buffer_names(model)
     weights = [k for k in backbone if k not in buffers]
     differ = differing(own, checkpoint, weights)

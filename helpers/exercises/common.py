@@ -91,6 +91,9 @@ def shape_hint(exc: BaseException) -> str:
         got, want = int(found.group(2)), int(found.group(3))
         return (f". A Linear layer got {got} features per row but expects {want}: build it with "
                 f"in_features={got}, the size of what reaches it (or flatten/concatenate before it)")
+    if "Sizes of tensors must match except in dimension 0" in str(exc):
+        return (". torch.cat(..., dim=0) stacks along the batch; put the extra numbers next to "
+                "each image's features: torch.cat([features, extra], dim=1)")
     return ""
 
 
