@@ -36,7 +36,6 @@ _NOT_DCP = ("It looks like a torch.save file: load it with load_checkpoint / loa
             "convert it with file_to_dcp(path, folder).")
 
 
-
 def is_dcp_folder(path: PathLike) -> bool:
     """True for a folder with a DCP ``.metadata`` index.
 
@@ -112,6 +111,8 @@ def _resolve(folder: PathLike) -> Path:
     folder = Path(folder)
     if folder.is_file():
         raise CheckpointError(folder, "this is a file, not a DCP checkpoint folder", _NOT_DCP)
+    if not folder.exists():
+        remove_stale_sharded_temps(folder)  # a save killed between its renames: put it back
     if not folder.exists():
         raise CheckpointError(folder, "no such DCP checkpoint folder",
                               "Check the name, or save with save_sharded first.")

@@ -251,18 +251,18 @@ def load_sharded(folder: PathLike, *, model: nn.Module, optimizer: Any = None,
         for name, part in (("scheduler", scheduler), ("scaler", scaler)):
             if part is not None:
                 part.load_state_dict(small[name])
+        options = StateDictOptions(strict=True)  # keys and shapes were checked: this fits
+        if optimizer is None:
+            set_model_state_dict(model, target["model"], options=options)
+        else:
+            set_state_dict(model, optimizer, model_state_dict=target["model"],
+                           optim_state_dict=target["optimizer"], options=options)
     except Exception as exc:
         for part, state in before:
             part.load_state_dict(state)
-        raise CheckpointError(folder, f"its scheduler/scaler state does not fit "
-                                      f"({type(exc).__name__}: {_first_line(exc)})",
-                              "Build them as when saving.") from None
-    options = StateDictOptions(strict=True)
-    if optimizer is None:
-        set_model_state_dict(model, target["model"], options=options)
-    else:
-        set_state_dict(model, optimizer, model_state_dict=target["model"],
-                       optim_state_dict=target["optimizer"], options=options)
+        raise CheckpointError(folder, f"its state does not fit ({type(exc).__name__}: "
+                                      f"{_first_line(exc)})",
+                              "Build the model, optimizer and scheduler as when saving.") from None
     if rng is not None:
         _restore_rng(rng)
     extras = {k: v for k, v in small.items() if k not in RESERVED_KEYS}
@@ -272,7 +272,8 @@ def load_sharded(folder: PathLike, *, model: nn.Module, optimizer: Any = None,
 def load_sharded_weights(model: nn.Module, folder: PathLike, *,
                          strict: bool = True) -> IncompatibleKeys:
     """Load only the model's weights from a DCP folder (any DCP checkpoint with ``model.*`` keys),
-    e.g. to deploy in one process; keys and shapes are checked first.
+    e.g. to deploy in one process; keys and shapes are checked first. ``strict=False`` allows
+    checkpoint keys that the model lacks; every key of the model must be there.
 
     >>> load_sharded_weights(model, "runs/dcp/best")
     IncompatibleKeys(missing_keys=[], unexpected_keys=[])
