@@ -18,20 +18,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import stat
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
+from helpers.cli import ascii_int, one_line, path_problem, printable, started_cleanly, whole_number
 
-from helpers.checkpoint import CheckpointError, PathLike, _read, load_weights, save_weights, unwrap_model
-from helpers.checkpoint.atomic import _atomic_write
-from helpers.models import TinyResNet
-from helpers.plots import predict
-from helpers.report import measured, tolerate_narrow_console
+with started_cleanly(__name__):  # Ctrl-C while torch loads: one line, not 50 lines of frames
+    import torch
+    from torch import nn
+
+    from helpers.checkpoint import (
+        CheckpointError,
+        PathLike,
+        _read,
+        load_weights,
+        save_weights,
+        unwrap_model,
+    )
+    from helpers.checkpoint.atomic import _atomic_write
+    from helpers.models import TinyResNet
+    from helpers.plots import predict
+    from helpers.report import measured, tolerate_narrow_console
 
 # TinyResNet's constructor arguments, as a sidecar or a checkpoint's config stores them.
 ARCH_KEYS = ("num_classes", "in_channels", "width", "depth", "dropout")
@@ -150,11 +161,17 @@ def check_class_names(names: Any, source: PathLike) -> list[str]:
 def _read_sidecar(sidecar: Path) -> dict[str, Any]:
     advice = "Write it again with save_for_deployment."
     try:
-        size = sidecar.stat().st_size
-        if size > MAX_SIDECAR_BYTES:
+        info = sidecar.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block, /dev/zero never end
+            raise CheckpointError(sidecar, "the sidecar is not a regular file (a pipe, socket or "
+                                           "device)", advice)
+        with open(sidecar, "rb") as f:
+            raw = f.read(MAX_SIDECAR_BYTES + 1)  # never more, whatever stat said
+        if len(raw) > MAX_SIDECAR_BYTES or info.st_size > MAX_SIDECAR_BYTES:
+            size = max(len(raw), info.st_size)
             raise CheckpointError(sidecar, f"the sidecar is {size:,} bytes; a real one is a few "
                                            f"hundred (at most {MAX_SIDECAR_BYTES:,})", advice)
-        meta = json.loads(sidecar.read_bytes().decode("utf-8"))
+        meta = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise CheckpointError(sidecar, "not UTF-8 text", advice) from None
     except json.JSONDecodeError as exc:
@@ -179,7 +196,7 @@ def read_deploy_info(path: PathLike) -> DeployInfo | None:
     """
     path = Path(path)
     sidecar = sidecar_path(path)
-    if sidecar.exists():
+    if sidecar.exists() or sidecar.is_symlink():
         meta = _read_sidecar(sidecar)
         return DeployInfo(check_config(meta["config"], sidecar),
                           check_class_names(meta["class_names"], sidecar), sidecar.name)
@@ -239,11 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "split of the bundled digits.")
     parser.add_argument("--checkpoint", type=Path, required=True,
                         help="weights (.safetensors/.pt, with a .json sidecar) or a training checkpoint")
-    parser.add_argument("--num-classes", type=int, help="class count (default: from the metadata)")
-    parser.add_argument("--width", type=int, help="TinyResNet width (default: from the metadata)")
-    parser.add_argument("--depth", type=int, help="TinyResNet blocks (default: from the metadata)")
+    for name, what in (("num_classes", "class count"), ("width", "TinyResNet width"),
+                       ("depth", "TinyResNet blocks")):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=ascii_int,
+                            help=f"{what} (default: from the metadata)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default cpu)")
-    parser.add_argument("--show", type=int, default=8, help="predictions to print (default 8)")
+    parser.add_argument("--show", type=whole_number(0, 10_000), default=8,
+                        help="predictions to print (default 8)")
     parser.add_argument("--predictions", type=Path,
                         help="also write every test prediction (class indices) to this JSON file")
     parser.add_argument("--min-accuracy", type=float, default=0.0,
@@ -251,41 +270,91 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def nonfinite_tensors(model: nn.Module) -> list[str]:
+    """Names of the parameters and buffers that hold NaN or infinity (a diverged training).
+
+    >>> nonfinite_tensors(TinyResNet(4))
+    []
+    """
+    return [name for name, t in unwrap_model(model).state_dict().items()
+            if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def _digits_input(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
+    """The 1-channel digits as the model's stem expects them (grey repeated for RGB models)."""
+    channels = tiny_resnet_config(model)["in_channels"]
+    return X if channels == X.shape[1] else X.expand(-1, channels, -1, -1)
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command line: load, predict the test split, print accuracy and a few predictions."""
-    from helpers.data import load_digits
-    from helpers.settings import SettingsError, parse_device
-
     tolerate_narrow_console()
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("error: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
+    from helpers.data import load_digits
+    from helpers.settings import MAX_CLASSES, MIN_CLASSES, SettingsError, parse_device
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    for option, path in (("--checkpoint", args.checkpoint), ("--predictions", args.predictions)):
+        problem = path_problem(path, option) if path is not None else None
+        if problem:
+            parser.error(problem)
     try:
         device = parse_device(args.device, source="--device")
         model, names = load_for_inference(args.checkpoint, device=device,
                                           num_classes=args.num_classes, width=args.width,
                                           depth=args.depth)
-    except (SettingsError, CheckpointError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        bad = nonfinite_tensors(model)
+        if bad:
+            raise CheckpointError(args.checkpoint, f"{len(bad)} tensor(s) hold NaN or infinite "
+                                                   f"values ({', '.join(bad[:3])}); its predictions "
+                                                   f"would mean nothing",
+                                  "The training diverged (try a lower learning rate); deploy an "
+                                  "earlier checkpoint, e.g. best.pt.")
+    except (SettingsError, CheckpointError, OSError, ValueError) as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # anything else a strange file causes: still one line
+        print(f"error: cannot load {args.checkpoint}: {type(exc).__name__}: {one_line(exc)}",
+              file=sys.stderr)
         return 2
     config = tiny_resnet_config(model)
-    test = load_digits(config["num_classes"], device=device).test
-    predicted = predict(model, test.X)
+    # The bundled digits have 2..10 classes; a model for more (or fewer) is scored on what exists.
+    data_classes = min(max(config["num_classes"], MIN_CLASSES), MAX_CLASSES)
+    test = load_digits(data_classes, device=device).test
+    predicted = predict(model, _digits_input(model, test.X))
     accuracy = float((predicted == test.y).float().mean())
     shown = max(0, min(args.show, len(test.y)))
-    print(f"loaded {args.checkpoint.name}: TinyResNet, {config['num_classes']} classes, width "
-          f"{config['width']}, depth {config['depth']}; eval mode: {not model.training}")
+
+    def name(index: int) -> str:
+        return printable(names[index]) if index < len(names) else str(index)
+
+    print(f"loaded {printable(args.checkpoint.name)}: TinyResNet, {config['num_classes']} classes, "
+          f"width {config['width']}, depth {config['depth']}; eval mode: {not model.training}")
+    if config["in_channels"] != 1:
+        print(f"note: the model takes {config['in_channels']} channels; the grey digits are "
+              f"repeated to fill them")
+    if data_classes != config["num_classes"]:
+        print(f"note: the model has {config['num_classes']} classes; the digits test split has "
+              f"{data_classes} (digits 0..{data_classes - 1})")
     print(f"test accuracy {measured(accuracy)} on {len(test.y)} images")
     if shown:
-        print(f"first {shown} predicted: {' '.join(names[int(i)] for i in predicted[:shown])}")
-        print(f"first {shown} true:      {' '.join(names[int(i)] for i in test.y[:shown])}")
+        print(f"first {shown} predicted: {' '.join(name(int(i)) for i in predicted[:shown])}")
+        print(f"first {shown} true:      {' '.join(name(int(i)) for i in test.y[:shown])}")
     if args.predictions is not None:
+        text = json.dumps({"class_names": names, "accuracy": accuracy,
+                           "predicted": predicted.tolist()}) + "\n"
         try:
-            args.predictions.parent.mkdir(parents=True, exist_ok=True)
-            args.predictions.write_text(json.dumps({"class_names": names, "accuracy": accuracy,
-                                                    "predicted": predicted.tolist()}) + "\n")
-        except OSError as exc:
-            print(f"error: cannot write --predictions {args.predictions}: {exc.strerror}",
-                  file=sys.stderr)
+            _atomic_write(args.predictions, lambda f: f.write(text.encode()))
+        except CheckpointError as exc:
+            print(f"error: cannot write --predictions: {one_line(exc)}", file=sys.stderr)
             return 2
     if accuracy < args.min_accuracy:
         print(f"error: test accuracy {accuracy:.2f} is below --min-accuracy {args.min_accuracy}",
@@ -294,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["DeployInfo", "check_class_names", "check_config", "load_for_inference", "predict_names",
+__all__ = ["DeployInfo", "check_class_names", "check_config", "load_for_inference",
+           "nonfinite_tensors", "predict_names",
            "read_deploy_info", "save_for_deployment", "sidecar_path", "tiny_resnet_config"]
 
 

@@ -1,0 +1,133 @@
+"""``python -m helpers.export``: export deployed weights to ONNX or ``.pt2`` and verify the file.
+
+>>> main(["--checkpoint", "runs/deploy/digits.safetensors", "--format", "pt2"])  # doctest: +SKIP
+0
+
+Every bad input is one ``error:`` line on stderr and exit code 2 (1 when the export differs from
+the eager model by more than ``--tolerance``); Ctrl-C is one line and exit code 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from helpers.checkpoint import CheckpointError
+from helpers.cli import ascii_int, one_line, path_problem, printable
+from helpers.deploy import nonfinite_tensors
+from helpers.export import (
+    DEFAULT_TOLERANCE,
+    EXPORT_BATCH,
+    FORMATS,
+    ExportError,
+    _require_onnx,
+    export_model,
+    verify_export,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers.export",
+        description="Export deployed TinyResNet weights to ONNX or torch.export (.pt2) with a "
+                    "dynamic batch dimension, then verify the file against the eager model.")
+    parser.add_argument("--checkpoint", type=Path, required=True,
+                        help="weights (.safetensors/.pt, with a .json sidecar) or a training checkpoint")
+    parser.add_argument("--format", choices=sorted(FORMATS), required=True,
+                        help="onnx (onnxruntime) or pt2 (torch.export)")
+    parser.add_argument("--output", type=Path,
+                        help="the exported file (default: the checkpoint's name with .onnx/.pt2)")
+    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                        help=f"largest allowed max abs difference to eager (default {DEFAULT_TOLERANCE:g})")
+    for name, what in (("num_classes", "class count"), ("width", "TinyResNet width"),
+                       ("depth", "TinyResNet blocks")):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=ascii_int,
+                            help=f"{what} (default: from the metadata)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line: load, export, verify in a fresh session; 0 ok, 1 over tolerance, 2 error."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("error: interrupted (Ctrl-C); an export being written was not kept", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
+    from helpers.deploy import load_for_inference, tiny_resnet_config
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for option, path in (("--checkpoint", args.checkpoint), ("--output", args.output)):
+        problem = path_problem(path, option) if path is not None else None
+        if problem:
+            parser.error(problem)
+    output = args.output or args.checkpoint.with_suffix(FORMATS[args.format])
+    try:
+        if not args.tolerance >= 0:
+            raise ExportError(f"--tolerance must be a number >= 0, got {args.tolerance}")
+        if output.is_dir():
+            raise ExportError(f"--output {output} is a folder; name the file, e.g. "
+                              f"{output / ('model' + FORMATS[args.format])}")
+        if output.suffix != FORMATS[args.format]:
+            raise ExportError(f"--output {output} does not end in {FORMATS[args.format]}, the "
+                              f"suffix of --format {args.format}; rename it")
+        if args.checkpoint.suffix in FORMATS.values():
+            raise ExportError(f"{args.checkpoint} is an exported file already; pass the weights "
+                              f"file or training checkpoint it came from")
+        if args.format == "onnx":
+            _require_onnx()
+        model, names = load_for_inference(args.checkpoint, num_classes=args.num_classes,
+                                          width=args.width, depth=args.depth)
+        bad = nonfinite_tensors(model)
+        if bad:
+            raise ExportError(f"{args.checkpoint}: {len(bad)} tensor(s) hold NaN or infinite "
+                              f"values ({', '.join(bad[:3])}); an export of them would predict "
+                              f"nothing useful. Export an earlier checkpoint, e.g. best.pt")
+    except (CheckpointError, ExportError, OSError, ValueError) as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # anything else a strange file causes: still one line
+        print(f"error: cannot load {args.checkpoint}: {type(exc).__name__}: {one_line(exc)}",
+              file=sys.stderr)
+        return 2
+    config = tiny_resnet_config(model)
+    print(f"loaded {args.checkpoint.name}: TinyResNet, {config['num_classes']} classes, width "
+          f"{config['width']}, depth {config['depth']}")
+    start = time.perf_counter()
+    try:
+        export_model(model, output, class_names=names)
+        seconds = time.perf_counter() - start
+        result = verify_export(output, model)
+    except (ExportError, OSError) as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the exporter's own failure: one line, not its deep traceback
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"error: the {args.format} export failed: {type(exc).__name__}: {first}", file=sys.stderr)
+        return 2
+    runtime = "onnxruntime" if args.format == "onnx" else "torch.export.load"
+    sizes = ", ".join(str(n) for n in result.max_abs_diffs)
+    print(f"exported {output} ({output.stat().st_size / 1e3:.0f} kB) in {seconds:.1f} s, dynamic "
+          f"batch dimension (traced at batch size {EXPORT_BATCH})")
+    print(f"verified with {runtime} in a fresh session at batch sizes {sizes}: max abs diff "
+          f"{result.max_abs_diff:.1e} (tolerance {args.tolerance:.0e}); same predicted classes: "
+          f"{result.same_predictions}; class names: "
+          f"{' '.join(printable(n) for n in result.class_names)}")
+    if not result.within(args.tolerance):
+        print(f"error: the exported file differs from the eager model by {result.max_abs_diff:.1e}, "
+              f"more than --tolerance {args.tolerance:.0e}; do not ship it (kept at {output} for "
+              f"inspection)", file=sys.stderr)
+        return 1
+    return 0
+
+
+__all__ = ["build_parser", "main"]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,285 @@
+"""Issue 19 (hardening, round 2): exports, the deploy/export/pipeline command lines, torchrun.
+
+Every bad input exits non-zero with one ``error:`` line and no traceback; each test failed on the
+code before the fix.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import deploy
+from helpers.export import ExportError, export_pt2, load_pt2, verify_export
+from helpers.models import TinyResNet
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = ["zero", "one", "two", "three"]
+
+
+def _net(num_classes: int = 4, seed: int = 0, **kwargs) -> TinyResNet:
+    torch.manual_seed(seed)
+    return TinyResNet(num_classes, **{"width": 8, "depth": 1, **kwargs}).eval()
+
+
+def _one_error_line(err: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err, err
+    assert sum("error:" in line for line in lines) == 1, err
+    assert lines[-1].startswith(("error: ", "python -m helpers.")), err
+
+
+def _python(code: str, *args: str, env: dict | None = None, timeout: int = 300):
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1",
+                                                           **(env or {})})
+
+
+# --- item 1: a .pt2 whose entries are pickles is refused before torch unpickles them --------------
+
+
+class _Payload:
+    """Unpickling this runs ``exec``: what an attacker's weight entry would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('ran')",))
+
+
+def _poisoned_pt2(tmp_path: Path, marker: Path) -> Path:
+    good = export_pt2(_net(), tmp_path / "good.pt2", class_names=NAMES)
+    bad = tmp_path / "bad.pt2"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad, "w") as dst:
+        config_name = next(n for n in src.namelist() if n.endswith("_weights_config.json"))
+        config = json.loads(src.read(config_name))
+        fqn, meta = next(iter(config["config"].items()))
+        meta["use_pickle"] = True
+        payload = io.BytesIO()
+        torch.save(_Payload(marker), payload)
+        weight_name = config_name.rsplit("/", 1)[0] + "/" + meta["path_name"]
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename == config_name:
+                data = json.dumps(config).encode()
+            elif info.filename == weight_name:
+                data = payload.getvalue()
+            dst.writestr(info, data)
+    return bad
+
+
+def test_a_pt2_with_a_pickled_weight_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "ran.txt"
+    bad = _poisoned_pt2(tmp_path, marker)
+    for load in (lambda: load_pt2(bad), lambda: verify_export(bad, _net())):
+        with pytest.raises(ExportError, match=r"refused: it holds pickled Python objects .*"
+                                              r"use_pickle.*must come from someone you trust"):
+            load()
+        assert not marker.exists(), "the pickled payload ran"
+    program, names = load_pt2(tmp_path / "good.pt2")  # an honest export still loads
+    assert names == NAMES and program(torch.zeros(2, 1, 8, 8)).shape == (2, 4)
+
+
+def test_a_pt2_with_compiled_code_or_another_format_is_refused(tmp_path):
+    good = export_pt2(_net(), tmp_path / "good.pt2", class_names=NAMES)
+    with zipfile.ZipFile(good) as src:
+        members = {info.filename: src.read(info.filename) for info in src.infolist()}
+    root = next(iter(members)).split("/")[0]
+    cases = {"aoti.pt2": {**members, f"{root}/data/aotinductor/model/x.so": b"\x7fELF"},
+             "old.pt2": {k: v for k, v in members.items() if not k.endswith("archive_format")}}
+    for name, content in cases.items():
+        with zipfile.ZipFile(tmp_path / name, "w") as dst:
+            for member, data in content.items():
+                dst.writestr(member, data)
+        with pytest.raises(ExportError, match="refused: it (holds compiled code|is not in the "
+                                              "archive format)"):
+            load_pt2(tmp_path / name)
+
+
+# --- item 3 and 13: a full disk or a folder as the output: a clean error, no temp file ------------
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 16 KiB tmpfs (root on Linux only): a real full disk."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if sys.platform != "linux" or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root on Linux")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mount)],
+                          capture_output=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+FULL_DISK = """
+import sys, torch
+from pathlib import Path
+from helpers.export import ExportError, export_model, missing_onnx_packages
+from helpers.models import TinyResNet
+torch.manual_seed(0)
+model = TinyResNet(4, width=32, depth=2).eval()
+formats = ["pt2"] + ([] if missing_onnx_packages() else ["onnx"])
+for fmt in formats:
+    try:
+        export_model(model, Path(sys.argv[1]) / f"x.{fmt}", class_names=list("abcd"))
+    except ExportError as exc:
+        print(f"{fmt}: ExportError: {exc}", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_an_export_to_a_full_disk_is_a_clean_error_and_leaves_no_temp_file(tiny_disk):
+    done = _python(FULL_DISK, str(tiny_disk))
+    assert done.returncode == 0, done.stderr[-2000:]  # no abort (rc 134), no traceback
+    assert "terminate called" not in done.stderr
+    assert "pt2: ExportError: " in done.stdout and "the disk is full" in done.stdout
+    assert sorted(p.name for p in tiny_disk.iterdir()) == []
+
+
+def test_export_to_an_existing_folder_is_refused_and_leaves_no_temp_file(tmp_path):
+    folder = tmp_path / "out.pt2"
+    folder.mkdir()
+    with pytest.raises(ExportError, match="is a folder"):
+        export_pt2(_net(), folder, class_names=NAMES)
+    assert list(folder.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["out.pt2"]
+
+
+# --- items 4, 5, 8, 12 and Low: the deploy and export command lines ------------------------------
+
+
+def _deployed(tmp_path: Path, model: TinyResNet | None = None, names=NAMES) -> Path:
+    model = model if model is not None else _net()
+    weights, _ = deploy.save_for_deployment(model, tmp_path / "digits.safetensors",
+                                            class_names=names)
+    return weights
+
+
+def _finishes(call, timeout: float = 20.0):
+    """Run ``call`` in a thread; (finished, result or exception). A hang is a failure."""
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed back to the test
+            box["value"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return not thread.is_alive(), box.get("value")
+
+
+def _clis(path: Path, *extra: str):
+    from helpers import export
+
+    return {"deploy": lambda: deploy.main(["--checkpoint", str(path), "--show", "0", *extra]),
+            "export": lambda: export.main(["--checkpoint", str(path), "--format", "pt2", *extra])}
+
+
+def test_a_fifo_as_the_sidecar_is_refused_without_hanging(tmp_path, capsys):
+    weights = _deployed(tmp_path)
+    sidecar = deploy.sidecar_path(weights)
+    sidecar.unlink()
+    os.mkfifo(sidecar)
+    for name, call in _clis(weights).items():
+        finished, result = _finishes(call)
+        assert finished, f"{name} hangs on a FIFO sidecar"
+        assert result == 2, result
+        err = capsys.readouterr().err
+        _one_error_line(err)
+        assert "not a regular file" in err
+
+
+def test_dev_zero_as_the_sidecar_is_refused(tmp_path, capsys):
+    weights = _deployed(tmp_path)
+    sidecar = deploy.sidecar_path(weights)
+    sidecar.unlink()
+    sidecar.symlink_to("/dev/zero")
+    finished, result = _finishes(_clis(weights)["deploy"])
+    assert finished and result == 2
+    assert "not a regular file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cli", ["deploy", "export"])
+def test_a_symlink_loop_as_checkpoint_is_one_error_line(tmp_path, capsys, cli):
+    loop = tmp_path / "loop.safetensors"
+    loop.symlink_to(loop)
+    assert _clis(loop)[cli]() == 2
+    err = capsys.readouterr().err
+    _one_error_line(err)
+    assert "symbolic link loop" in err
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("cli", ["deploy", "export"])
+def test_a_sparse_tensor_in_the_weights_is_one_error_line(tmp_path, capsys, cli):
+    weights = _deployed(tmp_path)
+    state = _net().state_dict()
+    state["fc.weight"] = state["fc.weight"].to_sparse()
+    path = tmp_path / "digits.pt"
+    torch.save(state, path)
+    deploy.sidecar_path(weights).rename(deploy.sidecar_path(path))
+    assert _clis(path)[cli]() == 2
+    err = capsys.readouterr().err
+    _one_error_line(err)
+    assert "fc.weight is a sparse tensor" in err
+
+
+def test_deploy_runs_a_3_channel_model_and_11_classes(tmp_path, capsys):
+    rgb = _deployed(tmp_path / "rgb", _net(in_channels=3))
+    assert deploy.main(["--checkpoint", str(rgb)]) == 0
+    assert "the grey digits are repeated" in capsys.readouterr().out
+    eleven = _deployed(tmp_path / "eleven", _net(11), names=[str(i) for i in range(11)])
+    assert deploy.main(["--checkpoint", str(eleven)]) == 0
+    out = capsys.readouterr().out
+    assert "11 classes" in out and "the digits test split has 10" in out
+
+
+def test_nan_weights_are_refused_not_scored(tmp_path, capsys):
+    model = _net()
+    with torch.no_grad():
+        model.fc.weight[0, 0] = float("nan")
+    weights = _deployed(tmp_path, model)
+    for call in _clis(weights).values():
+        assert call() == 2
+        err = capsys.readouterr().err
+        _one_error_line(err)
+        assert "1 tensor(s) hold NaN or infinite values (fc.weight)" in err
+
+
+def test_class_names_are_printed_escaped(tmp_path, capsys):
+    names = ["\x1b[31mred", "two\nlines", "tab\there", "ok"]
+    weights = _deployed(tmp_path, names=names)
+    assert deploy.main(["--checkpoint", str(weights), "--show", "40"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\\x1b[31mred" in out and "two\\nlines" in out
+    assert "\t" not in out
+
+
+@pytest.mark.parametrize("digits", ["３", "٣", "³"])
+def test_unicode_digits_are_refused_as_numbers(tmp_path, capsys, digits):
+    weights = _deployed(tmp_path)
+    from helpers import export
+
+    for main in (deploy.main, export.main):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--checkpoint", str(weights), "--format", "pt2", "--num-classes", digits]
+                 if main is export.main else ["--checkpoint", str(weights), "--num-classes", digits])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        _one_error_line(err)
+        assert "digits 0-9" in err
