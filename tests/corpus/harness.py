@@ -16,6 +16,7 @@ import contextlib
 import copy
 import inspect
 import io
+import textwrap
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,16 +40,20 @@ class Answer:
         return f"ex{self.exercise}-{self.verdict.replace(' ', '_').lower()}-{self.label}"
 
 
+def _clean(code: str) -> str:
+    return textwrap.dedent(code).strip()
+
+
 def wrong(exercise: int, label: str, code: str, *words: str) -> Answer:
-    return Answer(exercise, "TRY AGAIN", label, inspect.cleandoc(code), words)
+    return Answer(exercise, "TRY AGAIN", label, _clean(code), words)
 
 
 def right(exercise: int, label: str, code: str, *words: str) -> Answer:
-    return Answer(exercise, "OK", label, inspect.cleandoc(code), words)
+    return Answer(exercise, "OK", label, _clean(code), words)
 
 
 def todo(exercise: int, label: str, code: str) -> Answer:
-    return Answer(exercise, "TODO", label, inspect.cleandoc(code))
+    return Answer(exercise, "TODO", label, _clean(code))
 
 
 def mutation(solutions: dict[int, str], exercise: int, label: str, old: str, new: str,
@@ -83,7 +88,8 @@ class Notebook:
         with contextlib.redirect_stdout(io.StringIO()):
             result = shell.run_cell(answer, store_history=True)
         if not result.success:
-            raise AssertionError(f"the answer cell itself failed: {result.error_in_exec!r}")
+            raise AssertionError(f"the answer cell itself failed: "
+                                 f"{result.error_before_exec or result.error_in_exec!r}")
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
             result = shell.run_cell(check, store_history=True)

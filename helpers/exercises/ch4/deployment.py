@@ -101,8 +101,10 @@ def check_torchrun_command(command: str | Sequence[str], *, processes: int, num_
     require(str(args.device).lower() == "cpu",
             f"--device is {args.device!r}: with auto, each process looks for a GPU of its own "
             f"(cuda:LOCAL_RANK). On a CPU-only run pass --device cpu (gloo)")
+    braces = ": a {name} was left as text; put an f in front of the string (f\"...\")"
     require(str(args.num_classes) == str(num_classes),
-            f"--num-classes is {args.num_classes}; the widget asks for {num_classes}")
+            f"--num-classes is {args.num_classes}; the widget asks for {num_classes}"
+            + (braces if "{" in str(args.num_classes) else ""))
     require(args.epochs == epochs, f"--epochs is {args.epochs}; the exercise asks for {epochs}")
     require(Path(args.checkpoint_dir) == Path(checkpoint_dir),
             f"--checkpoint-dir is {args.checkpoint_dir.as_posix()}; the exercise asks for "
@@ -167,6 +169,15 @@ def _check_known_logits(cautious_fn: Callable[..., Any], threshold: float) -> No
             "the condition is the wrong way round: keep the class where confidence >= threshold, "
             "-1 elsewhere": torch.where(confidence < threshold, predicted, -1),
         }
+        if torch.equal(got, logits.argmax(dim=1)):
+            unsure_only = call_learner(cautious_fn, logits[[1, 3]].clone(), threshold,
+                                       what="your function")
+            if isinstance(unsure_only, Tensor) and unsure_only.long().tolist() == [-1, -1]:
+                raise ExerciseError(
+                    f"alone, the unsure rows get -1, but next to a confident row they get a class "
+                    f"(your answers: {got.tolist()}, right: {expected.tolist()}): the decision "
+                    f"uses the whole batch's maximum (.max() without dim). Take "
+                    f"confidence, predicted = logits.softmax(dim=1).max(dim=1), one per row")
         for why, answer in slips.items():
             require(not torch.equal(got, answer), f"{why} (your answers: {got.tolist()}, right: "
                                                   f"{expected.tolist()})")

@@ -78,6 +78,10 @@ def check_extended_model(extended: nn.Module, old_model: nn.Module, *, num_class
     require(not wrong_shape, f"{wrong_shape[0] if wrong_shape else ''} has another shape than in "
                              f"the trained model: build the TinyResNet with the same width and "
                              f"depth")
+    extra = [k for k in new_state if not k.startswith("fc.") and k not in old_state]
+    require(not extra, f"your model has {len(extra)} backbone tensors the trained model lacks "
+                       f"(e.g. {extra[0] if extra else ''}): another architecture, whose extra "
+                       f"layers start random. Build TinyResNet(settings.num_classes, **arch)")
     buffers = buffer_names(old_model)
     weights = [k for k in backbone if k not in buffers]
     differ = differing(new_state, old_state, weights)
