@@ -269,6 +269,7 @@ def test_sigkill_during_a_two_process_save_keeps_the_previous_checkpoint(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]
 
 
+@pytest.mark.slow
 def test_sigkill_between_the_renames_keeps_the_previous_checkpoint(tmp_path):
     last = _crash(tmp_path, "swap", 1)
     assert not last.exists()  # moved aside, the new one not yet in place
