@@ -25,7 +25,12 @@ from helpers.checkpoint.dcp_files import (
     remove_stale_sharded_temps,
     shard_layout,
 )
-from helpers.checkpoint.sharded import load_sharded, load_sharded_weights, save_sharded
+from helpers.checkpoint.sharded import (
+    load_sharded,
+    load_sharded_weights,
+    read_sharded_extras,
+    save_sharded,
+)
 from helpers.launch import run_torchrun
 from helpers.models import TinyResNet
 
@@ -124,6 +129,7 @@ def test_convert_round_trip_dcp_to_file_to_dcp(saved, tmp_path):
 
 def test_weights_only_load_for_deployment(saved):
     folder, model = saved
+    assert read_sharded_extras(folder) == {"epoch": 1, "history": {"val_acc": [0.5, 0.75]}}
     fresh = TinyResNet(10, width=8, depth=1)
     assert load_sharded_weights(fresh, folder) == ([], [])
     assert _equal(_state(fresh), _state(model))

@@ -269,6 +269,20 @@ def load_sharded(folder: PathLike, *, model: nn.Module, optimizer: Any = None,
     return {"epoch": epoch, "start_epoch": epoch + 1, **extras}
 
 
+def read_sharded_extras(folder: PathLike) -> dict[str, Any]:
+    """The epoch and the extras (class names, config, history...) of a ``save_sharded`` folder,
+    read without a model (to build one for deployment); tensors and RNG states are left out.
+
+    >>> read_sharded_extras("runs/dcp/best")["class_names"][:2]
+    ['0', '1']
+    """
+    folder = _resolve(folder)
+    small = _placeholders(read_dcp_metadata(folder), (*_TENSOR_PARTS, "rng", "scheduler",
+                                                      "scaler"))
+    _dcp_load(folder, small)
+    return {k: v for k, v in small.items() if k not in RESERVED_KEYS or k == "epoch"}
+
+
 def load_sharded_weights(model: nn.Module, folder: PathLike, *,
                          strict: bool = True) -> IncompatibleKeys:
     """Load only the model's weights from a DCP folder (any DCP checkpoint with ``model.*`` keys),
@@ -286,4 +300,4 @@ def load_sharded_weights(model: nn.Module, folder: PathLike, *,
     return IncompatibleKeys(list(report.missing_keys), list(report.unexpected_keys))
 
 
-__all__ = ["load_sharded", "load_sharded_weights", "save_sharded"]
+__all__ = ["load_sharded", "load_sharded_weights", "read_sharded_extras", "save_sharded"]
