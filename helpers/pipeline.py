@@ -26,31 +26,54 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-from torch.utils.data import DistributedSampler
+from helpers.cli import one_line, path_problem, started_cleanly
 
-from helpers.checkpoint import BestAndLast, CheckpointError, FolderLock, load_checkpoint, unwrap_model
-from helpers.data import load_digits, make_loader
-from helpers.distributed import cleanup_distributed, is_main_process, setup_distributed
-from helpers.models import TinyResNet
-from helpers.report import measured, tolerate_narrow_console
-from helpers.seeding import seed_everything
-from helpers.settings import SettingsError, parse_device, parse_num_classes
-from helpers.training import History, evaluate, fit, one_cycle
+with started_cleanly(__name__):  # Ctrl-C while torch loads: one line, not 50 lines of frames
+    import torch
+    from torch import nn
+    from torch.utils.data import DistributedSampler
+
+    from helpers.checkpoint import (
+        BestAndLast,
+        CheckpointError,
+        FolderLock,
+        load_checkpoint,
+        unwrap_model,
+    )
+    from helpers.checkpoint.atomic import _atomic_write
+    from helpers.data import load_digits, make_loader
+    from helpers.distributed import cleanup_distributed, is_main_process, setup_distributed
+    from helpers.models import TinyResNet
+    from helpers.report import measured, tolerate_narrow_console
+    from helpers.seeding import seed_everything
+    from helpers.settings import SettingsError, parse_device, parse_num_classes
+    from helpers.training import History, evaluate, fit, one_cycle
 
 LAST, BEST = "last.pt", "best.pt"
+# Sane upper bounds (the deploy sidecar's limits for the architecture): a typo such as --width
+# 1000000 would allocate gigabytes, --lr 1e308 overflows to inf in the first step.
+MAX_EPOCHS, MAX_LR, MAX_WIDTH, MAX_DEPTH = 10_000, 10.0, 1024, 64
 
 
-def _positive(kind: type) -> Any:
+class ResumeRefused(Exception):
+    """--resume cannot continue this run (no file, another plan); ``main`` prints one line."""
+
+
+def _positive(kind: type, high: float) -> Any:
+    """An argparse type: a positive ``kind`` up to ``high`` (ASCII digits; no nan, no inf)."""
     def parse(text: str):
+        finite = "finite " if kind is float else ""
         try:
+            if not text.strip().isascii():
+                raise ValueError(text)
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
         if not (value > 0 and math.isfinite(value)):  # also refuses nan and inf
-            finite = "finite " if kind is float else ""
             raise argparse.ArgumentTypeError(f"expected a positive {finite}{kind.__name__}, got {text!r}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__} of at most "
+                                             f"{high:g}, got {text!r}")
         return value
 
     return parse
@@ -61,13 +84,16 @@ def _seed(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 0 <= value < 2**32:  # what NumPy's seed accepts
+    if not text.strip().isascii() or not 0 <= value < 2**32:  # what NumPy's seed accepts
         raise argparse.ArgumentTypeError(f"expected a seed from 0 to 2**32 - 1, got {text!r}")
     return value
 
 
 def _check_folder(folder: Path) -> str | None:
-    """Why ``folder`` cannot hold checkpoints (a file, not writable), or None when it can."""
+    """Why ``folder`` cannot hold checkpoints (a file, not writable, a name too long), or None."""
+    problem = path_problem(folder, "--checkpoint-dir")
+    if problem:
+        return problem
     if folder.exists() and not folder.is_dir():
         return f"--checkpoint-dir {folder} is a file, not a folder"
     existing = folder
@@ -88,12 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-classes", default="10", help="digits 0..N-1 to learn, 2..10 (default 10)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto); "
                         "under torchrun each rank uses cuda:LOCAL_RANK or cpu")
-    parser.add_argument("--epochs", type=_positive(int), default=8, help="total epochs (default 8)")
-    parser.add_argument("--batch-size", type=_positive(int), default=64,
+    parser.add_argument("--epochs", type=_positive(int, MAX_EPOCHS), default=8,
+                        help=f"total epochs, up to {MAX_EPOCHS} (default 8)")
+    parser.add_argument("--batch-size", type=_positive(int, 1 << 20), default=64,
                         help="batch size per process (default 64)")
-    parser.add_argument("--lr", type=_positive(float), default=1e-2, help="peak learning rate (default 0.01)")
-    parser.add_argument("--width", type=_positive(int), default=64, help="TinyResNet width (default 64)")
-    parser.add_argument("--depth", type=_positive(int), default=2, help="TinyResNet blocks (default 2)")
+    parser.add_argument("--lr", type=_positive(float, MAX_LR), default=1e-2,
+                        help=f"peak learning rate, up to {MAX_LR:g} (default 0.01)")
+    parser.add_argument("--width", type=_positive(int, MAX_WIDTH), default=64,
+                        help=f"TinyResNet width, up to {MAX_WIDTH} (default 64)")
+    parser.add_argument("--depth", type=_positive(int, MAX_DEPTH), default=2,
+                        help=f"TinyResNet blocks, up to {MAX_DEPTH} (default 2)")
     parser.add_argument("--dropout", type=float, default=0.1, help="dropout before the head (default 0.1)")
     parser.add_argument("--checkpoint-dir", type=Path, default=Path("runs/pipeline"),
                         help="where last.pt, best.pt and metrics.json go (default runs/pipeline)")
@@ -144,14 +174,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _resume_state(state: dict[str, Any], last: Path) -> dict[str, Any]:
-    """The pipeline's extras in ``last``; a checkpoint written by anything else is refused."""
+    """The pipeline's extras in ``last``, checked; a checkpoint written by anything else is refused."""
     missing = [k for k in ("config", "history", "best_acc") if k not in state]
     if missing or not isinstance(state["config"], dict) or "epochs" not in state["config"]:
         what = ", ".join(missing) if missing else "config['epochs']"
         raise CheckpointError(last, f"it has no {what}, so it was not written by helpers.pipeline",
                               "Resume only from a pipeline run's last.pt, or start a new run "
                               "without --resume (another --checkpoint-dir keeps this file).")
-    return state
+    advice = "The file was edited or damaged; use best.pt or start a new run without --resume."
+    planned, best = state["config"]["epochs"], state["best_acc"]
+    if isinstance(planned, bool) or not isinstance(planned, int) or not 0 < planned <= MAX_EPOCHS:
+        raise CheckpointError(last, f"config['epochs'] is {str(planned)[:40]!r}, not a whole number "
+                                    f"from 1 to {MAX_EPOCHS}", advice)
+    if best is not None and (isinstance(best, bool) or not isinstance(best, (int, float))):
+        raise CheckpointError(last, f"best_acc is {str(best)[:40]!r}, not a number", advice)
+    world = state.get("world_size", 1)
+    if isinstance(world, bool) or not isinstance(world, int) or world < 1:
+        raise CheckpointError(last, f"world_size is {str(world)[:40]!r}, not a whole number >= 1",
+                              advice)
+    try:
+        history = History.from_dict(state["history"])
+    except ValueError as exc:
+        raise CheckpointError(last, str(exc), advice) from None
+    if len(history) > state["start_epoch"]:
+        raise CheckpointError(last, f"its history has {len(history)} epochs, but the checkpoint "
+                                    f"is after epoch {state['epoch']}", advice)
+    return {**state, "history": history}
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
@@ -173,24 +221,24 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     if args.resume:
         last = ckpt_dir / LAST
         if not last.exists():
-            raise SystemExit(f"--resume: no checkpoint at {last}; run once without --resume first")
+            raise ResumeRefused(f"--resume: no checkpoint at {last}; run once without --resume first")
         state = _resume_state(load_checkpoint(last, model=model, optimizer=optimizer,
                                               scheduler=scheduler, map_location=device), last)
         planned = state["config"]["epochs"]
         if planned != args.epochs:
-            raise SystemExit(
+            raise ResumeRefused(
                 f"--resume: {last} belongs to a run planned for {planned} epochs (its one-cycle "
                 f"learning-rate schedule ends there), but --epochs is {args.epochs}. Resume with "
                 f"--epochs {planned}; to train longer, fine-tune from its weights in a new run "
                 f"(chapter 4, section 9 shows how).")
         if scheduler.total_steps != planned_steps:
-            raise SystemExit(
+            raise ResumeRefused(
                 f"--resume: {last} plans its learning-rate schedule for {scheduler.total_steps} "
                 f"batches, this run has {planned_steps} ({len(loader)} per epoch): resume with the "
                 f"same --batch-size ({state['config'].get('batch_size')}) and number of processes "
                 f"({state.get('world_size', 1)}).")
         start_epoch, best_acc = state["start_epoch"], state["best_acc"]
-        history = History.from_dict(state["history"])
+        history = state["history"]
         if is_main_process():
             print(f"resumed from {last} at epoch {start_epoch}/{args.epochs}")
     wrapped: nn.Module = model
@@ -222,7 +270,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
                "num_classes": args.num_classes, "best_val_acc": best_acc, "test_acc": test_acc,
                "test_loss": test_loss, "checkpoint": str(ckpt_dir / LAST)}
     if is_main_process():
-        (ckpt_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+        text = json.dumps(summary, indent=2) + "\n"  # atomic, never through a planted link
+        _atomic_write(ckpt_dir / "metrics.json", lambda f: f.write(text.encode()))
     cleanup_distributed()
     return summary
 
@@ -232,8 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         summary = run(args)
-    except CheckpointError as exc:  # a refused --resume file, a locked folder, a full disk
-        print(f"error: {exc}", file=sys.stderr)
+    except (CheckpointError, ResumeRefused) as exc:  # a refused --resume, a locked folder, a full disk
+        print(f"error: {one_line(exc, lines=6, width=600)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         last = args.checkpoint_dir / LAST

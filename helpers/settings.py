@@ -35,7 +35,7 @@ def parse_num_classes(value: Any, *, source: str = "COURSE_NUM_CLASSES") -> int:
     5
     """
     text = str(value).strip()
-    if isinstance(value, bool) or not re.fullmatch(r"[+-]?\d+", text):
+    if isinstance(value, bool) or not re.fullmatch(r"[+-]?[0-9]+", text):  # not '３' or '٣'
         raise SettingsError(
             f"{source} must be an integer from {MIN_CLASSES} to {MAX_CLASSES}, got {str(value)!r}"
         )
@@ -81,7 +81,7 @@ def parse_device(value: Any, *, source: str = "COURSE_DEVICE") -> torch.device:
         return torch.device("cpu")
     if text == "cpu":
         return torch.device("cpu")
-    match = re.fullmatch(r"cuda(?::(\d+))?", text)
+    match = re.fullmatch(r"cuda(?::([0-9]+))?", text)
     if match:
         if not torch.cuda.is_available():
             raise SettingsError(

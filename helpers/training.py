@@ -18,7 +18,7 @@ mode to lose.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import torch
@@ -31,6 +31,7 @@ from helpers.report import measured
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 Callback = Callable[[int, "History"], Any]
+MAX_HISTORY = 1_000_000  # entries per metric that History.from_dict accepts
 
 
 @dataclass
@@ -50,11 +51,34 @@ class History:
             getattr(self, key).append(value)
 
     def to_dict(self) -> dict[str, list]:
-        """Plain lists, safe to store in a ``weights_only`` checkpoint."""
-        return asdict(self)
+        """Plain lists, safe to store in a ``weights_only`` checkpoint (shallow copies: no deep
+        copy of whatever a list holds)."""
+        return {f.name: list(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, list]) -> History:
+        """The inverse of ``to_dict``; anything but the known keys, each a list of at most
+        ``MAX_HISTORY`` numbers, raises ``ValueError`` naming the field (a file may be tampered).
+
+        >>> History.from_dict({"epoch": [0], "val_acc": [0.5]}).val_acc
+        [0.5]
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"history must be a dict of lists, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        for key, values in data.items():
+            if key not in known:
+                raise ValueError(f"history has the unexpected key {str(key)[:40]!r}; known: "
+                                 f"{sorted(known)}")
+            if not isinstance(values, (list, tuple)) or len(values) > MAX_HISTORY:
+                raise ValueError(f"history[{key!r}] must be a list of at most {MAX_HISTORY:,} "
+                                 f"numbers")
+            kind = int if key == "epoch" else (int, float)
+            bad = [v for v in values if isinstance(v, bool) or not isinstance(v, kind)]
+            if bad or (key == "epoch" and any(v < 0 for v in values)):
+                what = "whole numbers >= 0" if key == "epoch" else "numbers"
+                raise ValueError(f"history[{key!r}] must hold {what}, got "
+                                 f"{type(bad[0]).__name__ if bad else 'a negative one'}")
         return cls(**{k: list(v) for k, v in data.items()})
 
     def __len__(self) -> int:

@@ -144,7 +144,7 @@ def test_a_symlink_loop_is_a_checkpoint_error(tmp_path, loader):
 
 @pytest.mark.parametrize("loader", LOADERS)
 def test_odd_names_are_checkpoint_errors(tmp_path, loader):
-    cases = {tmp_path / "missing.pt": "no such file",
+    cases = {tmp_path / "missing.pt": "no such checkpoint file",
              tmp_path / ("x" * 300 + ".pt"): "name is too long",
              Path(f"{tmp_path}/a\x00b.pt"): "null byte"}
     for path, message in cases.items():
@@ -303,3 +303,26 @@ def test_a_tampered_field_is_named_and_nothing_is_applied(tmp_path, name, change
     assert state_dicts_equal(net.state_dict(), before[0])
     assert all(torch.equal(optimizer.state[p]["momentum_buffer"], m) for p, m in momentum.items())
     assert scheduler.state_dict() == before[1] and optimizer.param_groups[0]["lr"] == 0.05
+
+
+# --- item 10: History.from_dict / to_dict are bounded --------------------------------------------
+
+
+def test_history_from_dict_refuses_nested_and_unknown_values_and_to_dict_is_shallow():
+    from helpers.training import MAX_HISTORY, History
+
+    bomb: list = [0.5]
+    for _ in range(40):
+        bomb = [bomb, bomb]  # 2**40 leaves by reference
+    with pytest.raises(ValueError, match=r"history\['val_acc'\] must hold numbers, got list"):
+        History.from_dict({"val_acc": bomb})
+    with pytest.raises(ValueError, match="unexpected key 'evil'"):
+        History.from_dict({"evil": [1]})
+    with pytest.raises(ValueError, match=r"history\['epoch'\] must hold whole numbers >= 0"):
+        History.from_dict({"epoch": [-1]})
+    with pytest.raises(ValueError, match="at most 1,000,000"):
+        History.from_dict({"lr": [0.1] * (MAX_HISTORY + 1)})
+    history = History(val_acc=[bomb])  # built in code, not loaded: to_dict must not expand it
+    assert history.to_dict()["val_acc"][0] is bomb
+    good = History.from_dict({"epoch": [0, 1], "val_acc": [0.5, 0.75], "lr": [1, 0.5]})
+    assert History.from_dict(good.to_dict()) == good

@@ -283,3 +283,124 @@ def test_unicode_digits_are_refused_as_numbers(tmp_path, capsys, digits):
         err = capsys.readouterr().err
         _one_error_line(err)
         assert "digits 0-9" in err
+
+
+# --- items 10, 11 and Low: the pipeline command line ---------------------------------------------
+
+PIPELINE = ["--num-classes", "2", "--epochs", "1", "--width", "8", "--depth", "1", "--quiet",
+            "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory):
+    """One short pipeline run, with metrics.json planted as a link to a file it must not touch."""
+    from helpers import pipeline
+
+    folder = tmp_path_factory.mktemp("pipeline") / "run"
+    folder.mkdir()
+    target = folder.parent / "precious.txt"
+    target.write_text("keep me\n")
+    (folder / "metrics.json").symlink_to(target)
+    assert pipeline.main([*PIPELINE, "--checkpoint-dir", str(folder)]) == 0
+    return folder, target
+
+
+def test_the_pipeline_never_writes_through_a_planted_link(pipeline_run):
+    folder, target = pipeline_run
+    assert target.read_text() == "keep me\n"
+    metrics = folder / "metrics.json"
+    assert not metrics.is_symlink() and json.loads(metrics.read_text())["epochs"] == 1
+
+
+def _nested(depth: int) -> list:
+    value: list = [0.5]
+    for _ in range(depth):
+        value = [value, value]  # 2**depth leaves, a few bytes each in the pickle (shared)
+    return value
+
+
+def _set_scheduler(o: dict, **fields) -> None:
+    o["scheduler"].update(fields)
+
+
+def _first_exp_avg(o: dict) -> None:
+    o["optimizer"]["state"][0]["exp_avg"] = torch.zeros(3)
+
+
+RESUME_CASES = [
+    ("epoch", lambda o: o.update(epoch=-5), "its epoch is -5"),
+    ("exp_avg", _first_exp_avg, r"optimizer\['state'\]\[0\]\['exp_avg'\] has shape \[3\]"),
+    ("total_steps", lambda o: _set_scheduler(o, total_steps="x"), r"scheduler\['total_steps'\]"),
+    ("anneal", lambda o: _set_scheduler(o, _anneal_func_type="evil"),
+     r"scheduler\['_anneal_func_type'\] is 'evil'"),
+    ("last_epoch", lambda o: _set_scheduler(o, last_epoch=10**6), r"past total_steps"),
+    ("history_key", lambda o: o["history"].update(evil=[1]), "history has the unexpected key 'evil'"),
+    ("history_bomb", lambda o: o["history"].update(val_acc=_nested(40)),
+     r"history\['val_acc'\] must hold numbers, got list"),
+    ("history_type", lambda o: o.update(history=[1, 2]), "history must be a dict"),
+    ("config_epochs", lambda o: o["config"].update(epochs="1"), r"config\['epochs'\] is '1'"),
+    ("best_acc", lambda o: o.update(best_acc="high"), "best_acc is 'high', not a number"),
+    ("world_size", lambda o: o.update(world_size=0), "world_size is '0'"),
+]
+
+
+@pytest.mark.parametrize("name, change, message", RESUME_CASES, ids=[c[0] for c in RESUME_CASES])
+def test_a_tampered_last_pt_is_one_error_line_on_resume(pipeline_run, tmp_path, capsys, name,
+                                                       change, message):
+    import re
+    import shutil
+
+    from helpers import pipeline
+
+    folder = tmp_path / "run"
+    shutil.copytree(pipeline_run[0], folder, symlinks=True)
+    obj = torch.load(folder / "last.pt", weights_only=True)
+    change(obj)
+    torch.save(obj, folder / "last.pt")
+    assert pipeline.main([*PIPELINE, "--checkpoint-dir", str(folder), "--resume"]) == 2
+    err = capsys.readouterr().err
+    _one_error_line(err)
+    assert re.search(message, err), err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--lr", "1e308"], "--lr: expected a positive float of at most 10"),
+    (["--width", "1000000"], "--width: expected a positive int of at most 1024"),
+    (["--depth", "10000"], "--depth: expected a positive int of at most 64"),
+    (["--checkpoint-dir", "x" * 300], "a part of the path has 300 bytes"),
+    (["--checkpoint-dir", "runs/a\x00b"], "null byte"),
+    (["--num-classes", "３"], "--num-classes must be an integer from 2 to 10, got '３'"),
+    (["--epochs", "３"], "--epochs: expected a positive int, got '３'"),
+])
+def test_absurd_options_are_parser_errors(argv, message, capsys):
+    from helpers.pipeline import parse_args
+
+    with pytest.raises(SystemExit) as info:
+        parse_args(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    _one_error_line(err)
+    assert message in err
+
+
+def test_unicode_digits_are_not_class_counts():
+    from helpers.settings import SettingsError, parse_device, parse_num_classes
+
+    for text in ("３", "٣", "５"):
+        with pytest.raises(SettingsError):
+            parse_num_classes(text)
+    with pytest.raises(SettingsError):
+        parse_device("cuda:０")
+    assert parse_num_classes(" 7 ") == 7
+
+
+@pytest.mark.parametrize("module", ["helpers.pipeline", "helpers.deploy", "helpers.export"])
+def test_ctrl_c_while_importing_torch_is_one_line_and_130(tmp_path, module):
+    fake = tmp_path / "fake" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise KeyboardInterrupt\n")  # as if Ctrl-C landed here
+    env = {**os.environ, "PYTHONPATH": f"{fake.parent}{os.pathsep}{ROOT}"}
+    done = subprocess.run([sys.executable, "-m", module, "--checkpoint", "x"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr == "error: interrupted (Ctrl-C) while starting; nothing was done\n"
