@@ -14,14 +14,20 @@ code and the last lines of its output, which is where torchrun and the script sa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+JOB_MARKER = "HELPERS_LAUNCH_JOB"  # environment variable that marks every process of a job
+STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL when a job is stopped
 
 
 class LaunchError(RuntimeError):
@@ -88,20 +94,72 @@ def _workers_output(stderr: str) -> tuple[str, str]:
     return stderr, ""
 
 
-def _stop(job: subprocess.Popen[str]) -> None:
-    """Stop torchrun and its workers: SIGTERM first (torchrun stops the workers), then SIGKILL."""
-    job.terminate()  # torchrun passes SIGTERM on to its workers (each in a session of its own)
+def _marked_pids(marker: str) -> set[int]:
+    """Processes started for this job: their environment holds ``HELPERS_LAUNCH_JOB=<marker>``.
+
+    Workers inherit it from torchrun even when they start a session of their own (``setsid``),
+    where a signal to torchrun's process group no longer reaches them. Linux only (``/proc``).
+    """
+    needle = f"{JOB_MARKER}={marker}".encode()
+    found: set[int] = set()
     try:
-        job.wait(timeout=15)
+        names = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in names:
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if needle in f.read().split(b"\0"):
+                    found.add(int(name))
+        except OSError:  # gone already, or another user's
+            continue
+    return found
+
+
+def _signal_all(job: subprocess.Popen[str], marker: str, sig: int) -> set[int]:
+    """Send ``sig`` to torchrun's process group and to every process of the job; return those."""
+    pids = _marked_pids(marker)
+    if hasattr(os, "killpg"):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(job.pid, sig)
+    elif job.poll() is None:  # pragma: no cover - Windows
+        job.terminate()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+    return pids
+
+
+def _stop(job: subprocess.Popen[str], marker: str, grace: float = STOP_GRACE) -> None:
+    """Stop torchrun and every worker: SIGTERM, ``grace`` seconds, then SIGKILL until none is left.
+
+    Workers that ignore SIGTERM or left torchrun's session (``setsid``) are found by the marker
+    in their environment (``_marked_pids``) and killed too.
+    """
+    _signal_all(job, marker, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and (job.poll() is None or _marked_pids(marker)):
+        time.sleep(0.1)
+    kill = getattr(signal, "SIGKILL", signal.SIGTERM)
+    for _ in range(50):  # a worker may fork while we kill: repeat until nothing is left
+        if not _signal_all(job, marker, kill) and job.poll() is not None:
+            break
+        time.sleep(0.1)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        job.wait(timeout=5)
+
+
+def _output(job: subprocess.Popen[str]) -> tuple[str, str]:
+    """What the stopped job wrote; never blocks on a pipe a stray process still holds open."""
+    try:
+        return job.communicate(timeout=5)
     except subprocess.TimeoutExpired:
-        pass
-    try:
-        if hasattr(os, "killpg"):
-            os.killpg(job.pid, signal.SIGKILL)
-        else:  # pragma: no cover - Windows
-            job.kill()
-    except ProcessLookupError:
-        pass
+        for stream in (job.stdout, job.stderr):
+            with contextlib.suppress(OSError):
+                stream.close()  # type: ignore[union-attr]
+        return "", "(its output could not be read: a process of the job kept it open)"
 
 
 def _tail(text: str, lines: int) -> str:
@@ -127,19 +185,22 @@ def run_torchrun(module: str, args: Sequence[str] = (), *, nproc_per_node: int =
     shown = _shown(command)
     if not quiet:
         print(shown, flush=True)
-    # A session of its own, so that a timeout stops torchrun and every worker it started.
+    # A session of its own, so that a timeout stops torchrun and every worker it started, and a
+    # marker in the environment, which finds the workers that left that session.
+    marker = uuid.uuid4().hex
+    env = {**os.environ, JOB_MARKER: marker}
     job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           cwd=cwd, start_new_session=hasattr(os, "killpg"))
+                           cwd=cwd, env=env, start_new_session=hasattr(os, "killpg"))
     try:
         stdout, stderr = job.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        _stop(job)
-        stdout, stderr = job.communicate()
+        _stop(job, marker)
+        stdout, stderr = _output(job)
         raise LaunchError(f"the job ran longer than {timeout:g} s and was stopped: {shown}\n"
                           f"its last output:\n{_tail(stdout + stderr, tail)}\nGive it a larger "
                           f"timeout, or less work (fewer epochs).") from None
     except BaseException:  # e.g. KeyboardInterrupt (the notebook's stop button): no orphans
-        _stop(job)
+        _stop(job, marker)
         raise
     done = subprocess.CompletedProcess(command, job.returncode, stdout, stderr)
     result = JobResult(command, done.returncode, done.stdout, done.stderr, shown)

@@ -6,12 +6,15 @@ code before the fix.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -404,3 +407,47 @@ def test_ctrl_c_while_importing_torch_is_one_line_and_130(tmp_path, module):
                           env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 130, done.stderr
     assert done.stderr == "error: interrupted (Ctrl-C) while starting; nothing was done\n"
+
+
+# --- item 6: a timeout stops the whole torchrun job, even workers that ignore SIGTERM -------------
+
+STUBBORN = """
+import os, pathlib, signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+try:
+    os.setsid()  # leave torchrun's session and process group
+except OSError:
+    pass
+pathlib.Path(f"pid{os.environ['RANK']}").write_text(str(os.getpid()))
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie is dead
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the workers through /proc")
+def test_a_timeout_stops_workers_that_ignore_sigterm_in_their_own_session(tmp_path):
+    from helpers.launch import LaunchError, run_torchrun
+
+    (tmp_path / "job_stubborn.py").write_text(STUBBORN)
+    finished, result = _finishes(lambda: run_torchrun("job_stubborn", nproc_per_node=2,
+                                                      cwd=tmp_path, timeout=10, quiet=True),
+                                 timeout=60)
+    pids = [int(p.read_text()) for p in tmp_path.glob("pid*")]
+    try:
+        assert pids, "the workers never started: raise the timeout of this test"
+        assert finished, "run_torchrun did not return after its timeout"
+        assert isinstance(result, LaunchError) and "ran longer than 10 s" in str(result)
+        time.sleep(0.5)
+        assert not [pid for pid in pids if _alive(pid)], "workers outlived the job"
+    finally:
+        for pid in pids:  # never leave them behind, whatever the code under test did
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
