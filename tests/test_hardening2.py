@@ -326,3 +326,45 @@ def test_history_from_dict_refuses_nested_and_unknown_values_and_to_dict_is_shal
     assert history.to_dict()["val_acc"][0] is bomb
     good = History.from_dict({"epoch": [0, 1], "val_acc": [0.5, 0.75], "lr": [1, 0.5]})
     assert History.from_dict(good.to_dict()) == good
+
+
+# --- Low: a parameter named "pt" (or "format") survives safetensors; metadata of module "ab" ------
+
+
+class _Odd(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.pt = nn.Parameter(torch.arange(3.0))
+        self.format = nn.Parameter(torch.ones(2))
+        self.lin = nn.Linear(2, 2)
+
+
+def test_parameters_named_pt_and_format_survive_a_safetensors_round_trip(tmp_path):
+    model = _Odd()
+    model.format = model.pt  # a tie whose alias is called "format", like the metadata's key
+    path = save_weights(model, tmp_path / "odd.safetensors")
+    fresh = _Odd()
+    fresh.format = fresh.pt
+    report = load_weights(fresh, path)
+    assert report.missing_keys == [] and report.unexpected_keys == []
+    assert state_dicts_equal(fresh.state_dict(), model.state_dict())
+    only_pt = nn.Module()
+    only_pt.pt = nn.Parameter(torch.arange(3.0))  # the case: "pt" and no "format"
+    save_weights(only_pt, tmp_path / "pt.safetensors")
+    assert load_weights(only_pt, tmp_path / "pt.safetensors") == ([], [])
+
+
+def test_strip_prefixes_keeps_module_ab_apart_from_prefix_a_b():
+    from collections import OrderedDict
+
+    from helpers.checkpoint import strip_prefixes
+
+    state = OrderedDict([("a.b.fc.weight", 1), ("ab.weight", 2)])
+    state._metadata = OrderedDict([("", {"version": 0}), ("a.b", {"version": 1}),  # type: ignore[attr-defined]
+                                   ("a.b.fc", {"version": 2}), ("ab", {"version": 3})])
+    stripped = strip_prefixes(state, ("a.b.",))
+    assert list(stripped) == ["fc.weight", "ab.weight"]
+    assert stripped._metadata == {"": {"version": 1}, "fc": {"version": 2}, "ab": {"version": 3}}
+    wrapped = nn.DataParallel(_net()).state_dict()
+    meta = strip_prefixes(wrapped)._metadata
+    assert meta == _net().state_dict()._metadata  # the real wrapper case is unchanged

@@ -13,7 +13,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from torch import nn
-from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from helpers.checkpoint.errors import WRAPPER_PREFIXES
 
@@ -53,9 +52,9 @@ def strip_prefixes(state_dict: Mapping[str, Any],
     and the ``_metadata`` attribute of a ``model.state_dict()`` is carried over with stripped keys.
     The input is not changed. Raises ``ValueError`` when two keys would become the same key.
 
-    It builds on ``torch.nn.modules.utils.consume_prefix_in_state_dict_if_present``, which strips
-    one prefix per call from every key that has it (not only when all keys do), in place, and moves
-    the renamed keys to the end; here it runs on a copy until no key has a prefix left.
+    Unlike ``torch.nn.modules.utils.consume_prefix_in_state_dict_if_present`` (one prefix per call,
+    in place, renamed keys moved to the end) it keeps the order and strips prefixes in any mix and
+    repeat; the metadata's module paths are stripped by whole path parts (``_stripped_metadata``).
 
     >>> list(strip_prefixes({"module._orig_mod.fc.bias": 0, "modules.0.w": 1}))
     ['fc.bias', 'modules.0.w']
@@ -73,23 +72,27 @@ def strip_prefixes(state_dict: Mapping[str, Any],
         new, old = next(iter(clashes.items()))
         raise ValueError(f"stripping {prefixes} would merge {len(old)} keys into {new!r}: {old}; "
                          f"the state_dict mixes a wrapped and an unwrapped copy of the same tensor")
-    work: OrderedDict[str, Any] = OrderedDict(state_dict)
+    result: OrderedDict[str, Any] = OrderedDict(
+        (_strip_key(key, prefixes), state_dict[key]) for key in state_dict)
     metadata = getattr(state_dict, "_metadata", None)
     if metadata is not None:
-        work._metadata = OrderedDict(metadata)  # type: ignore[attr-defined]
-    while True:
-        meta = getattr(work, "_metadata", ())
-        found = [p for p in prefixes if any(k.startswith(p) for k in work)  # torch's own test:
-                 or any(m == p.replace(".", "") or m.startswith(p) for m in meta)]
-        if not found:
-            break
-        for prefix in found:
-            consume_prefix_in_state_dict_if_present(work, prefix)
-    result: OrderedDict[str, Any] = OrderedDict(
-        (_strip_key(key, prefixes), work[_strip_key(key, prefixes)]) for key in state_dict)
-    if metadata is not None:
-        result._metadata = work._metadata  # type: ignore[attr-defined]
+        result._metadata = _stripped_metadata(metadata, prefixes)  # type: ignore[attr-defined]
     return result
+
+
+def _stripped_metadata(metadata: Mapping[str, Any], prefixes: tuple[str, ...]) -> OrderedDict:
+    """The module paths of ``_metadata`` with whole prefixes stripped: ``module`` and ``module.fc``
+    become the root ``''`` and ``fc``; ``ab`` stays ``ab`` for the prefix ``a.b.`` (torch's
+    ``consume_prefix_in_state_dict_if_present`` compares ``prefix.replace('.', '')`` and would
+    make it the root). A stripped path replaces an unstripped one it meets (the inner module's
+    root entry wins over the wrapper's)."""
+    stripped: OrderedDict[str, Any] = OrderedDict()
+    for name, value in metadata.items():
+        new = _strip_key(f"{name}.", prefixes)[:-1] if name else ""
+        if new in stripped and new == name:
+            continue
+        stripped[new] = value
+    return stripped
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

@@ -96,6 +96,8 @@ def _read_safetensors(path: Path, map_location: Any) -> dict[str, Tensor]:
     # Tied tensors are stored once; the metadata maps each dropped name to the name kept (the
     # convention of safetensors.torch.save_model, which save_weights follows).
     for alias, kept in metadata.items():
+        if alias == "format":  # safetensors' own {"format": "pt"}, even with a tensor named "pt"
+            continue
         if alias not in tensors and kept in tensors:
             tensors[alias] = tensors[kept]
     return tensors

@@ -95,7 +95,7 @@ def _safetensors_bytes(state: Mapping[str, Tensor]) -> bytes:
         tensor = tensor.detach()
         key = (tensor.device, tensor.untyped_storage().data_ptr(), tensor.storage_offset(),
                tuple(tensor.shape), tensor.stride(), tensor.dtype)
-        if tensor.numel() > 0 and key in seen:
+        if tensor.numel() > 0 and key in seen and name != "format":  # "format" is metadata's
             aliases[name] = seen[key]
             continue
         seen[key] = name
