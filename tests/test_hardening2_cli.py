@@ -149,6 +149,10 @@ def test_an_export_to_a_full_disk_is_a_clean_error_and_leaves_no_temp_file(tiny_
     assert done.returncode == 0, done.stderr[-2000:]  # no abort (rc 134), no traceback
     assert "terminate called" not in done.stderr
     assert "pt2: ExportError: " in done.stdout and "the disk is full" in done.stdout
+    from helpers.export import missing_onnx_packages
+
+    if not missing_onnx_packages():
+        assert "onnx: ExportError: " in done.stdout, done.stdout
     assert sorted(p.name for p in tiny_disk.iterdir()) == []
 
 
@@ -451,3 +455,19 @@ def test_a_timeout_stops_workers_that_ignore_sigterm_in_their_own_session(tmp_pa
         for pid in pids:  # never leave them behind, whatever the code under test did
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_the_export_cli_escapes_names_and_refuses_a_folder_as_output(tmp_path, capsys):
+    from helpers import export
+
+    weights = _deployed(tmp_path, names=["\x1b[2Jzero", "one\ntwo", "2", "3"])
+    folder = tmp_path / "out.pt2"
+    folder.mkdir()
+    args = ["--checkpoint", str(weights), "--format", "pt2"]
+    assert export.main([*args, "--output", str(folder)]) == 2
+    err = capsys.readouterr().err
+    _one_error_line(err)
+    assert "is a folder" in err and list(folder.iterdir()) == []
+    assert export.main(args) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "class names: \\x1b[2Jzero one\\ntwo 2 3" in out
