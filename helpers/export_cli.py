@@ -14,18 +14,11 @@ import sys
 import time
 from pathlib import Path
 
+import helpers.export as exporting  # looked up at call time (tests patch export_model)
 from helpers.checkpoint import CheckpointError
 from helpers.cli import ascii_int, one_line, path_problem, printable
 from helpers.deploy import nonfinite_tensors
-from helpers.export import (
-    DEFAULT_TOLERANCE,
-    EXPORT_BATCH,
-    FORMATS,
-    ExportError,
-    _require_onnx,
-    export_model,
-    verify_export,
-)
+from helpers.export import DEFAULT_TOLERANCE, EXPORT_BATCH, FORMATS, ExportError, _require_onnx
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,9 +93,9 @@ def _main(argv: list[str] | None) -> int:
           f"{config['width']}, depth {config['depth']}")
     start = time.perf_counter()
     try:
-        export_model(model, output, class_names=names)
+        exporting.export_model(model, output, class_names=names)
         seconds = time.perf_counter() - start
-        result = verify_export(output, model)
+        result = exporting.verify_export(output, model)
     except (ExportError, OSError) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
