@@ -196,7 +196,11 @@ def read_deploy_info(path: PathLike) -> DeployInfo | None:
     """
     path = Path(path)
     sidecar = sidecar_path(path)
-    if sidecar.exists() or sidecar.is_symlink():
+    try:
+        has_sidecar = sidecar.exists() or sidecar.is_symlink()
+    except OSError:  # a name too long, a folder without permission: _read below says so
+        has_sidecar = False
+    if has_sidecar:
         meta = _read_sidecar(sidecar)
         return DeployInfo(check_config(meta["config"], sidecar),
                           check_class_names(meta["class_names"], sidecar), sidecar.name)

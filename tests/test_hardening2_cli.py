@@ -471,3 +471,11 @@ def test_the_export_cli_escapes_names_and_refuses_a_folder_as_output(tmp_path, c
     assert export.main(args) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and "class names: \\x1b[2Jzero one\\ntwo 2 3" in out
+
+
+def test_odd_checkpoint_names_are_checkpoint_errors_in_the_deploy_api(tmp_path):
+    for path, message in ((tmp_path / ("x" * 300 + ".safetensors"), "name is too long"),
+                          (Path(f"{tmp_path}/a\x00b.safetensors"), "null byte"),
+                          (tmp_path / "missing.safetensors", "no such checkpoint file")):
+        with pytest.raises(deploy.CheckpointError, match=message):
+            deploy.load_for_inference(path)
