@@ -7,8 +7,9 @@
 Everything here loads with ``weights_only=True`` (no pickled code runs), strips the ``module.`` and
 ``_orig_mod.`` prefixes that DataParallel, DistributedDataParallel and ``torch.compile`` add, and
 writes through a temporary file that is renamed onto the target, so a crash mid-save leaves the
-previous file intact. A crash can leave the temporary file behind (``.<name>.tmp-<pid>``); the
-next save or load in that folder removes the ones whose process no longer runs.
+previous file intact. The temporary file (``.<name>.tmp-<pid>-<thread>-<random>``, new for every
+save) is created so that it can never be an existing file or a link; a crash can leave it behind,
+and the next save or load in that folder removes the ones whose process no longer runs.
 
 One module per concern:
 
@@ -16,7 +17,9 @@ One module per concern:
 - ``prefixes``: ``strip_prefixes``, ``unwrap_model``
 - ``atomic``: atomic writes, stale temporary files, the folder lock of a training run
 - ``storable``: what may go into a file (what ``weights_only=True`` loads)
+- ``archive``: zip archives checked before torch reads them (inflation bound, ``.pt2`` pickles)
 - ``reading``: format detection and safe loading of every file kind
+- ``validate``: a file's tensors, epoch, optimizer and scheduler checked before anything is applied
 - ``weights``: ``save_weights``, ``load_weights``, ``load_whole_model``
 - ``training``: ``save_checkpoint``, ``load_checkpoint`` (with RNG states)
 - ``callbacks``: ``BestAndLast``, the "last.pt every epoch, best.pt on improvement" callback
