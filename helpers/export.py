@@ -21,25 +21,26 @@ ONNX needs ``pip install onnx onnxscript onnxruntime`` (the ``export`` extra).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib.util
 import io
 import json
 import logging
-import os
-import sys
-import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-from torch import nn
+from helpers.cli import started_cleanly
 
-from helpers.checkpoint import CheckpointError, PathLike
+with started_cleanly(__name__):  # Ctrl-C while torch loads: one line, not 50 lines of frames
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from helpers.checkpoint import CheckpointError, PathLike
+    from helpers.checkpoint.archive import pt2_problem
+    from helpers.checkpoint.atomic import _atomic_write
 
 FORMATS = {"onnx": ".onnx", "pt2": ".pt2"}
 ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
@@ -133,8 +134,20 @@ def quiet_export() -> Iterator[None]:
         logging.disable(previous)
 
 
-def _tmp_for(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+def _write(path: Path, data: bytes) -> None:
+    """Write the serialised export atomically (unique temp, fsync, rename); the exporters
+    wrote to memory first, so a full disk is a clean error here and leaves no temp file."""
+    try:
+        _atomic_write(path, lambda f: f.write(data))
+    except CheckpointError as exc:
+        raise ExportError(f"{exc.path}: {exc.reason}" + (f"; {exc.advice}" if exc.advice else "")
+                          ) from None
+
+
+def _check_target(path: Path) -> None:
+    if path.is_dir():
+        raise ExportError(f"{path} is a folder; name the exported file, e.g. {path / 'model'}"
+                          f"{path.suffix or '.onnx'}")
 
 
 def _batch_dim() -> tuple[dict[int, object]]:
@@ -155,16 +168,14 @@ def export_onnx(model: nn.Module, path: PathLike, *, class_names: Sequence[str],
     _require_onnx()
     _check_model(model)
     path = Path(path)
+    _check_target(path)
     example = example_input(model) if example is None else example
     with quiet_export():
         program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=_batch_dim(),
                                     input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                                     verbose=False)
     program.model.metadata_props[CLASS_NAMES_KEY] = json.dumps([str(n) for n in class_names])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_for(path)
-    program.save(str(tmp))
-    tmp.replace(path)
+    _write(path, program.model_proto.SerializeToString())  # in memory first (a small model)
     return path
 
 
@@ -179,14 +190,15 @@ def export_pt2(model: nn.Module, path: PathLike, *, class_names: Sequence[str],
     """
     _check_model(model)
     path = Path(path)
+    _check_target(path)
     example = example_input(model) if example is None else example
     with quiet_export():
         program = torch.export.export(model, (example,), dynamic_shapes=_batch_dim())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_for(path)
-    torch.export.save(program, tmp,
+    # Into memory first: torch's archive writer aborts the whole process on a full disk.
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer,
                       extra_files={PT2_NAMES_FILE: json.dumps([str(n) for n in class_names])})
-    tmp.replace(path)
+    _write(path, buffer.getvalue())
     return path
 
 
@@ -203,10 +215,19 @@ def export_model(model: nn.Module, path: PathLike, *, class_names: Sequence[str]
 
 def _existing_export(path: PathLike) -> Path:
     path = Path(path)
-    if not path.is_file():
+    if not _is_regular_file(path):
         raise ExportError(f"{path}: no such file; export it first with export_model "
                           f"or python -m helpers.export")
     return path
+
+
+def _is_regular_file(path: Path) -> bool:
+    import stat
+
+    try:
+        return stat.S_ISREG(path.stat().st_mode)  # not a pipe or a device, which would block
+    except (OSError, ValueError):
+        return False
 
 
 def load_onnx(path: PathLike) -> tuple[Callable[[np.ndarray], np.ndarray], list[str]]:
@@ -236,17 +257,31 @@ def load_onnx(path: PathLike) -> tuple[Callable[[np.ndarray], np.ndarray], list[
 def load_pt2(path: PathLike) -> tuple[nn.Module, list[str]]:
     """``torch.export.load`` an exported program: a module that needs no model class, and its names.
 
+    ``torch.export.load`` unpickles some entries with ``weights_only=False`` (a ``.pt2``, like a
+    whole pickled model, can run code), so the archive is read into memory and checked first: one
+    with pickled entries or compiled code is refused (``ExportError``) before torch sees it.
+
     >>> program, names = load_pt2("runs/export/digits.pt2")
     >>> program(images).shape
     torch.Size([5, 10])
     """
     path = _existing_export(path)
+    try:
+        with open(path, "rb") as f:  # the bytes checked are the bytes loaded
+            data = f.read()
+    except OSError as exc:
+        raise ExportError(f"{path}: cannot read it ({type(exc).__name__}: {exc.strerror})") from None
+    problem = pt2_problem(data)
+    if problem:
+        raise ExportError(f"{path.name}: refused: {problem}. Loading it could run code: a .pt2, "
+                          f"like a whole pickled model, must come from someone you trust; "
+                          f"export it again yourself with export_pt2")
     extra = {PT2_NAMES_FILE: ""}
     with warnings.catch_warnings():
         # torch 2.11 (Colab's) warns while reading its own archive (torch.frombuffer on read-only
         # bytes); later releases do not. Nothing writes to those tensors, so the warning says nothing.
         warnings.filterwarnings("ignore", message="The given buffer is not writable", category=UserWarning)
-        program = torch.export.load(path, extra_files=extra)
+        program = torch.export.load(io.BytesIO(data), extra_files=extra)
     names = json.loads(extra[PT2_NAMES_FILE]) if extra[PT2_NAMES_FILE] else []
     return program.module(), names
 
@@ -308,90 +343,18 @@ def verify_export(path: PathLike, model: nn.Module, *,
     return Verification(path, diffs, names, same)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m helpers.export",
-        description="Export deployed TinyResNet weights to ONNX or torch.export (.pt2) with a "
-                    "dynamic batch dimension, then verify the file against the eager model.")
-    parser.add_argument("--checkpoint", type=Path, required=True,
-                        help="weights (.safetensors/.pt, with a .json sidecar) or a training checkpoint")
-    parser.add_argument("--format", choices=sorted(FORMATS), required=True,
-                        help="onnx (onnxruntime) or pt2 (torch.export)")
-    parser.add_argument("--output", type=Path,
-                        help="the exported file (default: the checkpoint's name with .onnx/.pt2)")
-    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                        help=f"largest allowed max abs difference to eager (default {DEFAULT_TOLERANCE:g})")
-    parser.add_argument("--num-classes", type=int, help="class count (default: from the metadata)")
-    parser.add_argument("--width", type=int, help="TinyResNet width (default: from the metadata)")
-    parser.add_argument("--depth", type=int, help="TinyResNet blocks (default: from the metadata)")
-    return parser
+def build_parser():  # noqa: ANN201 - argparse.ArgumentParser, built in helpers.export_cli
+    """The command line's parser (``helpers.export_cli.build_parser``)."""
+    from helpers.export_cli import build_parser as cli_parser
 
-
-def _one_line(exc: BaseException, *, lines: int = 4, width: int = 300) -> str:
-    """The message on one line: its first ``lines`` lines (and a checkpoint error's advice), cut."""
-    def cut(text: str) -> str:
-        text = " ".join(text.split())
-        return text if len(text) <= width else text[: width - 2].rstrip() + " …"
-
-    advice = exc.advice if isinstance(exc, CheckpointError) else ""
-    head = f"{exc.path}: {exc.reason}" if isinstance(exc, CheckpointError) else str(exc)
-    body = [line for line in head.splitlines() if line.strip()]
-    shown = [cut(line) for line in body[:lines]]
-    if len(body) > lines:
-        shown.append(f"… ({len(body) - lines} more lines)")
-    return " ".join(shown + ([cut(advice)] if advice else []))
+    return cli_parser()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line: load, export, verify in a fresh session; 0 ok, 1 over tolerance, 2 error."""
-    from helpers.deploy import load_for_inference, tiny_resnet_config
+    """The command line, ``python -m helpers.export`` (in ``helpers.export_cli``)."""
+    from helpers.export_cli import main as cli_main
 
-    args = build_parser().parse_args(argv)
-    output = args.output or args.checkpoint.with_suffix(FORMATS[args.format])
-    try:
-        if not args.tolerance >= 0:
-            raise ExportError(f"--tolerance must be a number >= 0, got {args.tolerance}")
-        if output.suffix != FORMATS[args.format]:
-            raise ExportError(f"--output {output} does not end in {FORMATS[args.format]}, the "
-                              f"suffix of --format {args.format}; rename it")
-        if args.checkpoint.suffix in FORMATS.values():
-            raise ExportError(f"{args.checkpoint} is an exported file already; pass the weights "
-                              f"file or training checkpoint it came from")
-        if args.format == "onnx":
-            _require_onnx()
-        model, names = load_for_inference(args.checkpoint, num_classes=args.num_classes,
-                                          width=args.width, depth=args.depth)
-    except (CheckpointError, ExportError, OSError, ValueError) as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
-        return 2
-    config = tiny_resnet_config(model)
-    print(f"loaded {args.checkpoint.name}: TinyResNet, {config['num_classes']} classes, width "
-          f"{config['width']}, depth {config['depth']}")
-    start = time.perf_counter()
-    try:
-        export_model(model, output, class_names=names)
-        seconds = time.perf_counter() - start
-        result = verify_export(output, model)
-    except (ExportError, OSError) as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # the exporter's own failure: one line, not its deep traceback
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"error: the {args.format} export failed: {type(exc).__name__}: {first}", file=sys.stderr)
-        return 2
-    runtime = "onnxruntime" if args.format == "onnx" else "torch.export.load"
-    sizes = ", ".join(str(n) for n in result.max_abs_diffs)
-    print(f"exported {output} ({output.stat().st_size / 1e3:.0f} kB) in {seconds:.1f} s, dynamic "
-          f"batch dimension (traced at batch size {EXPORT_BATCH})")
-    print(f"verified with {runtime} in a fresh session at batch sizes {sizes}: max abs diff "
-          f"{result.max_abs_diff:.1e} (tolerance {args.tolerance:.0e}); same predicted classes: "
-          f"{result.same_predictions}; class names: {' '.join(result.class_names)}")
-    if not result.within(args.tolerance):
-        print(f"error: the exported file differs from the eager model by {result.max_abs_diff:.1e}, "
-              f"more than --tolerance {args.tolerance:.0e}; do not ship it (kept at {output} for "
-              f"inspection)", file=sys.stderr)
-        return 1
-    return 0
+    return cli_main(argv)
 
 
 __all__ = ["DEFAULT_TOLERANCE", "ExportError", "Verification", "example_input", "export_model",
@@ -400,4 +363,6 @@ __all__ = ["DEFAULT_TOLERANCE", "ExportError", "Verification", "example_input", 
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with started_cleanly(__name__):
+        from helpers.export_cli import main as cli_main
+    raise SystemExit(cli_main())

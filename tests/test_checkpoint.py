@@ -391,7 +391,7 @@ LOADERS = {
 @pytest.mark.parametrize("loader", LOADERS)
 def test_missing_file_names_the_path_and_what_to_do(tmp_path, loader):
     path = tmp_path / "nope" / "last.pt"
-    with pytest.raises(CheckpointError, match="no such file") as info:  # issue 19: not OSError
+    with pytest.raises(CheckpointError, match="no such checkpoint file") as info:  # issue 19: not OSError
         LOADERS[loader](path)
     assert str(path) in str(info.value) and "train and save first" in str(info.value)
 

@@ -71,7 +71,7 @@ def _os_error(path: PathLike, exc: BaseException, doing: str = "read") -> Checkp
     """A ``CheckpointError`` that says what an ``OSError`` (or a null byte) means for ``path``.
 
     >>> str(_os_error("x/w.pt", FileNotFoundError(2, "No such file")))  # doctest: +ELLIPSIS
-    'x/w.pt: no such file (looked in .../x)...'
+    'x/w.pt: no such checkpoint file (looked in .../x)...'
     """
     if isinstance(exc, ValueError):  # os functions refuse a name with \x00 this way
         return CheckpointError(path, "the file name contains a null byte (\\x00)",
@@ -79,7 +79,8 @@ def _os_error(path: PathLike, exc: BaseException, doing: str = "read") -> Checkp
     code = getattr(exc, "errno", None)
     where = os.path.abspath(os.path.dirname(os.fspath(path)) or ".")
     if isinstance(exc, FileNotFoundError):
-        return CheckpointError(path, f"no such file (looked in {where})",
+        what = "checkpoint file" if doing == "read" else "folder for it"
+        return CheckpointError(path, f"no such {what} (looked in {where})",
                                "Check the name and the folder, or train and save first."
                                if doing == "read" else "Create the folder first.")
     if isinstance(exc, PermissionError):
