@@ -1,4 +1,8 @@
-"""Checkers and solutions for the chapter exercises: one module per chapter (``ch1`` .. ``ch4``).
+"""Checkers and solutions for the chapter exercises: ``ch1`` .. ``ch4`` (a module or a package each).
+
+``common`` holds the checking code they share (run a model, real digits, hooks, state_dicts),
+``notebook`` reads the learner's cell history (to re-run a cell on another input), and
+``solutions`` the answers, re-exported by each chapter as ``SOLUTIONS`` and ``solution(n)``.
 
 A checker never raises, so *Run all* goes on, and returns nothing for Jupyter to echo. It prints
 one line:
