@@ -127,7 +127,11 @@ def read_results(nb: Any) -> dict[str, Result]:
 
 
 def run_notebook(nb: Any, path: Path, timeout: float) -> str:
-    """Execute ``nb`` (read from ``path``) in a fresh folder and kernel; say how it went."""
+    """Execute ``nb`` (read from ``path``) in a fresh folder and kernel; say how it went.
+
+    >>> run_notebook(nbformat.read("ada.ipynb", as_version=4), Path("ada.ipynb"), 300)  # doctest: +SKIP
+    'ran'
+    """
     from nbclient import NotebookClient
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from nbclient.util import run_sync
@@ -199,7 +203,11 @@ def grade(paths: Sequence[Path], *, out: Path, timeout: float) -> list[Row]:
 
 
 def exercises_of(rows: Sequence[Row]) -> list[str]:
-    """The columns: every exercise of every chapter some notebook calls a checker of."""
+    """The columns: every exercise of every chapter some notebook calls a checker of.
+
+    >>> exercises_of([Row("ada", "ada.ipynb", "ran", 1.0, {"ch3.2": Result("OK")})])
+    ['ch3.1', 'ch3.2', 'ch3.3', 'ch3.4']
+    """
     chapters = sorted({int(ex[2:].split(".")[0]) for row in rows for ex in row.results})
     return [f"ch{ch}.{n}" for ch in chapters for n in range(1, len(CHECKERS[ch]) + 1)]
 
@@ -210,7 +218,11 @@ def _status(row: Row, exercise: str) -> str:
 
 
 def table(rows: Sequence[Row]) -> str:
-    """The learner x exercise table as aligned text, with how each notebook ran."""
+    """The learner x exercise table as aligned text, with how each notebook ran.
+
+    >>> print(table(rows))  # doctest: +SKIP
+    learner  ch1.1  ch1.2  ch1.3    ch1.4    notebook
+    """
     columns = exercises_of(rows)
     header = ["learner", *columns, "notebook"]
     body = [[row.learner, *(_status(row, ex) for ex in columns), row.notebook] for row in rows]
@@ -236,7 +248,11 @@ def _write(rows: Sequence[Row], out: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command line: ``python -m helpers.grade NOTEBOOK... [--out DIR] [--timeout S]``."""
+    """The command line: ``python -m helpers.grade NOTEBOOK... [--out DIR] [--timeout S]``.
+
+    >>> main(["submissions/ada.ipynb", "--out", "grades"])  # doctest: +SKIP
+    0
+    """
     parser = argparse.ArgumentParser(
         prog="python -m helpers.grade",
         description="Re-run learners' notebooks headless and tabulate their exercise verdicts.")

@@ -193,7 +193,11 @@ def hidden_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
 
 
 def hidden_parameter_count(model: nn.Module) -> int:
-    """Parameters of the modules ``hidden_modules`` finds (each counted once)."""
+    """Parameters of the modules ``hidden_modules`` finds (each counted once).
+
+    >>> hidden_parameter_count(BrokenNet(10))  # the blocks kept in a plain list
+    960
+    """
     hidden = [m for _, m in hidden_modules(model)]
     return count_parameters(nn.ModuleList(hidden)) if hidden else 0
 
@@ -231,7 +235,11 @@ def differing(state: Mapping[str, Tensor], reference: Mapping[str, Tensor],
 
 
 def buffer_names(model: nn.Module) -> set[str]:
-    """State_dict keys of the model's buffers (BatchNorm statistics, counters)."""
+    """State_dict keys of the model's buffers (BatchNorm statistics, counters).
+
+    >>> sorted(buffer_names(nn.BatchNorm1d(2)))
+    ['num_batches_tracked', 'running_mean', 'running_var']
+    """
     return {name for name, _ in model.named_buffers()}
 
 

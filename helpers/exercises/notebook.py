@@ -17,7 +17,11 @@ from typing import Any
 
 
 def cell_history() -> list[str]:
-    """The sources of the cells run so far in this IPython kernel (empty outside IPython)."""
+    """The sources of the cells run so far in this IPython kernel (empty outside IPython).
+
+    >>> cell_history()[-1]  # in a notebook: the cell running now
+    'cell_history()[-1]'
+    """
     try:
         from IPython import get_ipython
     except ImportError:  # no IPython: a plain script or a test
@@ -58,6 +62,8 @@ def cell_untouched(pattern: str, scaffold: str) -> bool | None:
     """Whether the last cell matching ``pattern`` still holds ``scaffold`` (comments ignored).
 
     None when the history is unavailable (outside IPython, or no such cell was run).
+
+    >>> cell_untouched(r"^finetune_net\\s*=", SCAFFOLD_FROZEN)  # True, False or None
     """
     source = last_cell(pattern)
     if source is None:
@@ -72,6 +78,9 @@ def rerun_cell(source: str, namespace: dict[str, Any],
     ``patches`` maps ``"module.attr"`` to a stand-in for the run (e.g. a resnet18 with an unusual
     head), so that the checker sees what the learner's code does with another input. Output is
     swallowed.
+
+    >>> rerun_cell("y = x + 1", {"x": 1})["y"]
+    2
     """
     from unittest import mock
 
@@ -95,7 +104,11 @@ def rerun_cell(source: str, namespace: dict[str, Any],
 
 
 def user_namespace() -> dict[str, Any]:
-    """The notebook's global namespace (empty outside IPython)."""
+    """The notebook's global namespace, a copy (empty outside IPython).
+
+    >>> "settings" in user_namespace()  # in a chapter notebook
+    True
+    """
     try:
         from IPython import get_ipython
     except ImportError:
