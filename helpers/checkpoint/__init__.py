@@ -24,6 +24,14 @@ One module per concern:
 - ``training``: ``save_checkpoint``, ``load_checkpoint`` (with RNG states)
 - ``callbacks``: ``BestAndLast``, the "last.pt every epoch, best.pt on improvement" callback
 - ``summary``: ``checkpoint_summary``, ``state_dicts_equal``, ``outputs_equal``
+- ``sharded``: ``save_sharded``, ``load_sharded``, ``load_sharded_weights``,
+  ``read_sharded_extras``: a DCP (``torch.distributed.checkpoint``) folder written by every rank
+- ``dcp_files``: ``is_dcp_folder``, ``check_keys``, ``read_dcp_metadata``, ``shard_layout``,
+  ``remove_stale_sharded_temps``: a DCP folder's index read safely, its keys checked
+- ``conversion``: ``dcp_to_file``, ``file_to_dcp``: a DCP folder to one file and back
+
+The last three import ``torch.distributed.checkpoint`` (about 3 s), so they load on first use:
+``from helpers.checkpoint import save_sharded`` imports them, ``import helpers.checkpoint`` does not.
 """
 
 from __future__ import annotations
@@ -50,4 +58,32 @@ __all__ = ["FORMAT", "RESERVED_KEYS", "WEIGHT_KEYS", "WRAPPER_PREFIXES", "BestAn
            "checkpoint_summary", "remove_stale_temps",
            "load_checkpoint", "load_weights", "load_whole_model", "outputs_equal",
            "save_checkpoint", "save_weights", "state_dicts_equal", "strip_prefixes",
-           "temp_path_for", "unwrap_model"]
+           "temp_path_for", "unwrap_model",
+           # lazy: torch.distributed.checkpoint is imported on first use (see __getattr__)
+           "check_keys", "dcp_to_file", "file_to_dcp", "is_dcp_folder", "load_sharded",
+           "load_sharded_weights", "read_dcp_metadata", "read_sharded_extras",
+           "remove_stale_sharded_temps", "save_sharded", "shard_layout"]
+
+_LAZY = {
+    **dict.fromkeys(("save_sharded", "load_sharded", "load_sharded_weights",
+                     "read_sharded_extras"), "sharded"),
+    **dict.fromkeys(("dcp_to_file", "file_to_dcp"), "conversion"),
+    **dict.fromkeys(("check_keys", "is_dcp_folder", "read_dcp_metadata",
+                     "remove_stale_sharded_temps", "shard_layout"), "dcp_files"),
+}
+
+
+def __getattr__(name: str) -> object:
+    """The DCP API, imported on first use (``torch.distributed.checkpoint`` costs seconds)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -107,6 +107,16 @@ class _MetadataUnpickler(pickle.Unpickler):
         return found
 
 
+def _clone(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.detach().clone()
+    if isinstance(value, Mapping):
+        return {k: _clone(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_clone(v) for v in value)
+    return value
+
+
 def _resolve(folder: PathLike) -> Path:
     folder = Path(folder)
     if folder.is_file():

@@ -17,14 +17,13 @@ from __future__ import annotations
 import io
 import shutil
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from torch import Tensor, nn
+from torch import nn
 from torch.distributed.checkpoint import DefaultLoadPlanner, DefaultSavePlanner
 from torch.distributed.checkpoint.metadata import Metadata, TensorStorageMetadata
 from torch.distributed.checkpoint.state_dict import (
@@ -37,6 +36,7 @@ from torch.distributed.checkpoint.state_dict import (
 
 from helpers.checkpoint.dcp_files import (
     _SINGLE_PROCESS,
+    _clone,
     _resolve,
     _swap_in,
     _temp_name,
@@ -157,16 +157,6 @@ def save_sharded(folder: PathLike, *, model: nn.Module, optimizer: Any = None,
         raise CheckpointError(folder, error, "The previous checkpoint in this place, if any, is "
                                              "intact. Check free space and permissions.")
     return folder
-
-
-def _clone(value: Any) -> Any:
-    if isinstance(value, Tensor):
-        return value.detach().clone()
-    if isinstance(value, Mapping):
-        return {k: _clone(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_clone(v) for v in value)
-    return value
 
 
 def _placeholders(metadata: Metadata, skip: tuple[str, ...]) -> dict[str, Any]:
