@@ -207,10 +207,24 @@ def test_a_file_where_a_folder_is_expected(saved, tmp_path):
 def test_a_dcp_folder_where_a_file_is_expected(saved):
     folder, _ = saved
     model, optimizer, _ = _parts(seed=4)
-    _refused(lambda: load_checkpoint(folder, model=model, optimizer=optimizer), model, "folder")
-    _refused(lambda: load_weights(model, folder), model, "folder")
+    said = r"(?s)is a DCP checkpoint folder .*load_sharded\(folder, model=\.\.\.\) or load_sharded_weights"
+    _refused(lambda: load_checkpoint(folder, model=model, optimizer=optimizer), model, said)
+    _refused(lambda: load_weights(model, folder), model, said)
+    _refused(lambda: load_weights(model, folder), model, r"dcp_to_file\(folder, path\)")
     with pytest.raises(CheckpointError, match="a folder"):
         file_to_dcp(folder, folder.parent / "other")
+
+
+def test_a_pickle_referring_to_getattr_is_named_the_same_on_every_torch(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return getattr, (str, "upper")
+
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {"w": torch.zeros(1)}, "x": Evil()}, path)
+    model = nn.Linear(1, 1)
+    with pytest.raises(CheckpointError, match=r"\(it refers to getattr\)"):
+        load_weights(model, path)
 
 
 def test_a_folder_without_metadata(saved):

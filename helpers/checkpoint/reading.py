@@ -34,6 +34,8 @@ from helpers.checkpoint.prefixes import unwrap_model
 
 _LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 _ZIP_MAGIC = b"PK\x03\x04"
+_DCP_ADVICE = ("Load it with load_sharded(folder, model=...) or load_sharded_weights(model, folder), "
+               "or convert it to one file with dcp_to_file(folder, path).")
 
 
 def _existing(path: PathLike) -> Path:
@@ -45,6 +47,10 @@ def _existing(path: PathLike) -> Path:
     except (OSError, ValueError) as exc:
         raise _os_error(path, exc) from None
     if stat.S_ISDIR(info.st_mode):
+        if (path / ".metadata").is_file():  # DCP's index; checked without importing DCP
+            raise CheckpointError(path, "this is a DCP checkpoint folder "
+                                        "(torch.distributed.checkpoint), not a checkpoint file",
+                                  _DCP_ADVICE)
         try:
             names = sorted(p.name for p in path.iterdir())[:8]
         except OSError:
@@ -109,7 +115,7 @@ def _unreadable(path: Path, head: bytes, exc: BaseException) -> CheckpointError:
     if found:
         return CheckpointError(
             path, f"it holds pickled Python objects, not only tensors (it refers to "
-                  f"{found.group(1)})", UNSAFE_ADVICE)
+                  f"{found.group(1).removeprefix('builtins.')})", UNSAFE_ADVICE)
     # A legacy torch.save file starts with a pickled magic number (maybe cut short here).
     legacy_torch = _LEGACY_TORCH_MAGIC.startswith(head[:len(_LEGACY_TORCH_MAGIC)])
     if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5 and not legacy_torch:
