@@ -112,11 +112,21 @@ def test_convert_round_trip_dcp_to_file_to_dcp(saved, tmp_path):
     path = dcp_to_file(folder, tmp_path / "last.pt")
     # Laid out like a save_checkpoint file: load_checkpoint and load_weights read it. (Its optimizer
     # state is keyed by parameter names, as DCP stores it, not by numbers.)
-    model2 = _parts(seed=5)[0]
-    assert load_checkpoint(path, model=model2)["start_epoch"] == 2
+    model2, optimizer2, scheduler2 = _parts(seed=5)
+    got = load_checkpoint(path, model=model2, optimizer=optimizer2, scheduler=scheduler2)
+    assert got["start_epoch"] == 2
     assert _equal(_state(model2), _state(model))
     saved_optimizer = torch.load(path, weights_only=True)["optimizer"]
     assert list(saved_optimizer["state"])[:1] == ["stem.0.weight"]
+    assert _equal(optimizer2.state_dict()["state"][0], saved_optimizer["state"]["stem.0.weight"])
+    assert scheduler2.get_last_lr() == [1e-2 * 0.25]
+    # names must be distinct, as ids must: a repeated one is refused before anything is applied
+    state = torch.load(path, weights_only=True)
+    state["optimizer"]["param_groups"][0]["params"][1] = "stem.0.weight"
+    torch.save(state, tmp_path / "twice.pt")
+    model5, optimizer5, _ = _parts(seed=7)
+    with pytest.raises(CheckpointError, match="not distinct whole numbers or parameter names"):
+        load_checkpoint(tmp_path / "twice.pt", model=model5, optimizer=optimizer5)
     model3 = TinyResNet(10, width=8, depth=1)
     load_weights(model3, path)
     assert _equal(_state(model3), _state(model))

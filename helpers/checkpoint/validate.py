@@ -159,9 +159,11 @@ def _check_optimizer(path: Path, saved: Any, optimizer: Any) -> None:
         rest = {k: v for k, v in group.items() if k != "params"}
         _check_like(path, field, rest, {k: v for k, v in live_group.items() if k != "params"},
                     extra_keys=True)
-    if any(isinstance(i, bool) or not isinstance(i, int) for i in ids) or len(set(ids)) != len(ids):
+    # torch.save: ints; DCP (get_state_dict, dcp_to_file): parameter names. Both load by position.
+    kinds = {int if isinstance(i, int) and not isinstance(i, bool) else type(i) for i in ids}
+    if not kinds <= {int} and kinds != {str} or len(set(ids)) != len(ids):
         raise _fail(path, "optimizer['param_groups']", "has parameter ids that are not distinct "
-                                                       "whole numbers")
+                                                       "whole numbers or parameter names")
     shape_of = {i: p for i, p in zip(ids, params, strict=True)}
     state = saved["state"]
     if not isinstance(state, Mapping):
