@@ -26,6 +26,7 @@ import importlib.util
 import io
 import json
 import logging
+import re
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ with started_cleanly(__name__):  # Ctrl-C while torch loads: one line, not 50 li
 
 FORMATS = {"onnx": ".onnx", "pt2": ".pt2"}
 ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
+ONNX_MIN_TORCH = (2, 11)
+ONNX_TORCH = "torch>=2.11"  # listed by missing_onnx_packages() on an older torch
 DEFAULT_TOLERANCE = 1e-4
 EXPORT_BATCH = 4  # the example batch traced at export; verification uses other sizes too
 VERIFY_BATCH_SIZES = (1, 7, 256)
@@ -58,7 +61,8 @@ class ExportError(RuntimeError):
 
 
 def missing_onnx_packages() -> list[str]:
-    """The ONNX packages that are not installed (empty when the ONNX export can run).
+    """The ONNX packages that are not installed, and ``"torch>=2.11"`` on an older torch (empty
+    when the ONNX export can run; ``onnx_export_problem()`` says it in a sentence).
 
     >>> missing_onnx_packages()
     []
@@ -69,14 +73,38 @@ def missing_onnx_packages() -> list[str]:
         except (ImportError, ValueError):  # a broken install, or one blocked on purpose
             return True
 
-    return [name for name in ONNX_PACKAGES if missing(name)]
+    found = [name for name in ONNX_PACKAGES if missing(name)]
+    return found + ([ONNX_TORCH] if _torch_too_old_for_onnx() else [])
 
 
-def _require_onnx() -> None:
+def _torch_too_old_for_onnx() -> bool:
+    """torch < 2.11: its exporter fails deep inside torch.onnx with onnxscript >= 0.7."""
+    found = re.match(r"(\d+)\.(\d+)", torch.__version__)
+    return found is not None and (int(found[1]), int(found[2])) < ONNX_MIN_TORCH
+
+
+def onnx_export_problem() -> str | None:
+    """Why ``export_onnx`` cannot run here, in one line; ``None`` when it can.
+
+    >>> onnx_export_problem() is None
+    True
+    """
     missing = missing_onnx_packages()
-    if missing:
-        raise ExportError(f"ONNX export needs {', '.join(missing)}, which is not installed; run "
-                          f"`pip install onnx onnxscript onnxruntime` (or use --format pt2)")
+    packages = [name for name in missing if name != ONNX_TORCH]
+    if packages:
+        return (f"ONNX export needs {', '.join(packages)}, which is not installed; run "
+                f"`pip install onnx onnxscript onnxruntime` (or use --format pt2)")
+    if ONNX_TORCH in missing:
+        return (f"ONNX export needs torch >= 2.11 (this is torch {torch.__version__}, whose "
+                f"exporter fails with onnxscript >= 0.7); upgrade torch, or use --format pt2")
+    return None
+
+
+def _require_onnx(*, exporting: bool = True) -> None:
+    problem = onnx_export_problem()
+    reading_works = missing_onnx_packages() == [ONNX_TORCH]  # onnxruntime needs no new torch
+    if problem and (exporting or not reading_works):
+        raise ExportError(problem)
 
 
 def format_of(path: PathLike) -> str:
@@ -239,7 +267,7 @@ def load_onnx(path: PathLike) -> tuple[Callable[[np.ndarray], np.ndarray], list[
     >>> run(images.numpy()).shape, names[:2]
     ((5, 10), ['0', '1'])
     """
-    _require_onnx()
+    _require_onnx(exporting=False)
     import onnxruntime
 
     path = _existing_export(path)
@@ -359,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
 
 __all__ = ["DEFAULT_TOLERANCE", "ExportError", "Verification", "example_input", "export_model",
            "export_onnx", "export_pt2", "format_of", "load_onnx", "load_pt2",
-           "missing_onnx_packages", "quiet_export", "verify_export"]
+           "missing_onnx_packages", "onnx_export_problem", "quiet_export", "verify_export"]
 
 
 if __name__ == "__main__":

@@ -72,10 +72,10 @@ def _main(argv: list[str] | None) -> int:
         if args.checkpoint.suffix in FORMATS.values():
             raise ExportError(f"{args.checkpoint} is an exported file already; pass the weights "
                               f"file or training checkpoint it came from")
-        if args.format == "onnx":
-            _require_onnx()
         model, names = load_for_inference(args.checkpoint, num_classes=args.num_classes,
                                           width=args.width, depth=args.depth)
+        if args.format == "onnx":  # after the checkpoint: its own problem is named first
+            _require_onnx()
         bad = nonfinite_tensors(model)
         if bad:
             raise ExportError(f"{args.checkpoint}: {len(bad)} tensor(s) hold NaN or infinite "

@@ -123,9 +123,23 @@ def test_missing_onnx_packages_are_named_with_the_install_command(deployed, caps
         load_onnx(deployed.with_suffix(".onnx"))
 
 
+def test_an_older_torch_says_onnx_export_needs_2_11(deployed, capsys, monkeypatch):
+    # torch 2.6's exporter fails deep inside torch.onnx (AttributeError) with onnxscript >= 0.7
+    monkeypatch.setattr(export.torch, "__version__", "2.6.0+cpu")
+    assert export.missing_onnx_packages()[-1:] == ["torch>=2.11"]  # chapter 4's onnx_ready: False
+    assert main(["--checkpoint", str(deployed), "--format", "onnx"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ONNX export needs torch >= 2.11 (this is torch 2.6.0+cpu")
+    assert err.count("\n") == 1 and "--format pt2" in err
+    with pytest.raises(ExportError, match="needs torch >= 2.11"):
+        export.export_onnx(_net(), deployed.with_suffix(".onnx"), class_names=NAMES)
+    monkeypatch.setattr(export.torch, "__version__", "2.11.0")
+    assert "torch>=2.11" not in export.missing_onnx_packages()
+
+
 def test_the_onnx_packages_are_installed_here():
     # requirements.txt lists them for chapter 4; without them the ONNX half would be skipped silently
-    assert export.missing_onnx_packages() == []
+    assert [name for name in export.missing_onnx_packages() if name != export.ONNX_TORCH] == []
 
 
 # --- real exports: slow (a few seconds each) ------------------------------------------------------
@@ -243,4 +257,4 @@ def test_a_package_that_cannot_be_found_counts_as_missing(monkeypatch):
         return real(name, package)
 
     monkeypatch.setattr(export.importlib.util, "find_spec", find_spec)
-    assert export.missing_onnx_packages() == ["onnxscript", "onnxruntime"]
+    assert export.missing_onnx_packages()[:2] == ["onnxscript", "onnxruntime"]
