@@ -135,7 +135,7 @@ def _check_resume(resume_fn: Callable[..., Any]) -> bool:
     require(same_state(scheduler.state_dict(), saved["scheduler"]),
             f"the scheduler was not restored: it counts last_epoch {got_epoch}, the checkpoint "
             f"{want_epoch}, so the learning-rate schedule would start over. Call "
-            f"scheduler.load_state_dict(checkpoint['scheduler']) (the line the seed article "
+            f"scheduler.load_state_dict(checkpoint['scheduler']) (the line the source article "
             f"forgets)")
     for _ in range(start_epoch, _RESUME_EPOCHS):
         _train_epoch(model, optimizer, scheduler)
