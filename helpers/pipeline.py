@@ -10,8 +10,10 @@ Several processes (one per GPU, or CPU processes on gloo), on one or many machin
 
 Each epoch rank 0 writes ``last.pt`` (and ``best.pt`` when validation accuracy improves) with
 ``helpers.checkpoint.BestAndLast``: unprefixed weights, optimizer, scheduler, epoch, RNG states.
-``--resume`` continues from ``last.pt``. Rank 0 locks the folder, so a second run on the same
-``--checkpoint-dir`` is refused instead of overwriting this one's files. Ctrl-C or SIGTERM stops
+With ``--checkpoint-format dcp`` every rank writes its part of the folders ``last`` and ``best``
+(``save_sharded``). ``--resume`` continues from ``last.pt`` (or ``last``). Rank 0 locks the
+folder, so a second run on the same ``--checkpoint-dir`` is refused instead of overwriting this
+one's files. Ctrl-C or SIGTERM stops
 the run between two atomic saves, so the last complete checkpoint stays intact.
 """
 
@@ -37,6 +39,7 @@ with started_cleanly(__name__):  # Ctrl-C while torch loads: one line, not 50 li
         BestAndLast,
         CheckpointError,
         FolderLock,
+        ShardedBestAndLast,
         load_checkpoint,
         unwrap_model,
     )
@@ -50,6 +53,9 @@ with started_cleanly(__name__):  # Ctrl-C while torch loads: one line, not 50 li
     from helpers.training import History, evaluate, fit, one_cycle
 
 LAST, BEST = "last.pt", "best.pt"
+# --checkpoint-format: file (rank 0 writes one torch.save file) or dcp (every rank writes its part
+# of a torch.distributed.checkpoint folder). The names of last/best in each, chosen here only.
+NAMES = {"file": (LAST, BEST), "dcp": ("last", "best")}
 # Sane upper bounds (the deploy sidecar's limits for the architecture): a typo such as --width
 # 1000000 would allocate gigabytes, --lr 1e308 overflows to inf in the first step.
 MAX_EPOCHS, MAX_LR, MAX_WIDTH, MAX_DEPTH = 10_000, 10.0, 1024, 64
@@ -87,6 +93,12 @@ def _seed(text: str) -> int:
     if not text.strip().isascii() or not 0 <= value < 2**32:  # what NumPy's seed accepts
         raise argparse.ArgumentTypeError(f"expected a seed from 0 to 2**32 - 1, got {text!r}")
     return value
+
+
+def checkpoint_paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    """Where this run's ``last`` and ``best`` checkpoints go (files or DCP folders)."""
+    last, best = NAMES[args.checkpoint_format]
+    return args.checkpoint_dir / last, args.checkpoint_dir / best
 
 
 def _check_folder(folder: Path) -> str | None:
@@ -127,7 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dropout", type=float, default=0.1, help="dropout before the head (default 0.1)")
     parser.add_argument("--checkpoint-dir", type=Path, default=Path("runs/pipeline"),
                         help="where last.pt, best.pt and metrics.json go (default runs/pipeline)")
-    parser.add_argument("--resume", action="store_true", help="continue from CHECKPOINT_DIR/last.pt")
+    parser.add_argument("--checkpoint-format", choices=sorted(NAMES), default="file",
+                        help="file: rank 0 writes last.pt/best.pt; dcp: every rank writes its part "
+                             "of the folders last/ and best/ (torch.distributed.checkpoint)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from CHECKPOINT_DIR/last.pt (dcp: CHECKPOINT_DIR/last)")
     parser.add_argument("--seed", type=_seed, default=0, help="random seed, 0..2**32-1 (default 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, only the summary")
     return parser
@@ -218,12 +234,21 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     planned_steps = scheduler.total_steps
     ckpt_dir = args.checkpoint_dir
     history, start_epoch, best_acc = History(), 0, None
+    last, best = checkpoint_paths(args)
     if args.resume:
-        last = ckpt_dir / LAST
         if not last.exists():
-            raise ResumeRefused(f"--resume: no checkpoint at {last}; run once without --resume first")
-        state = _resume_state(load_checkpoint(last, model=model, optimizer=optimizer,
-                                              scheduler=scheduler, map_location=device), last)
+            other = [f for f, (name, _) in NAMES.items() if (ckpt_dir / name).exists()]
+            hint = f" (it holds {NAMES[other[0]][0]}: add --checkpoint-format {other[0]})" if other else ""
+            raise ResumeRefused(f"--resume: no checkpoint at {last}{hint}; run once without "
+                                f"--resume first")
+        if args.checkpoint_format == "dcp":  # every rank reads its part, before DDP wraps the model
+            from helpers.checkpoint.sharded import load_sharded
+
+            loaded = load_sharded(last, model=model, optimizer=optimizer, scheduler=scheduler)
+        else:
+            loaded = load_checkpoint(last, model=model, optimizer=optimizer, scheduler=scheduler,
+                                     map_location=device)
+        state = _resume_state(loaded, last)
         planned = state["config"]["epochs"]
         if planned != args.epochs:
             raise ResumeRefused(
@@ -250,10 +275,12 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
 
     # last.pt every epoch, best.pt when val_acc improves. Every rank evaluates the full validation
     # split with the same weights, so all agree on the best; rank 0 writes, the others wait.
-    checkpoint = BestAndLast(ckpt_dir, model=model, optimizer=optimizer, scheduler=scheduler,
-                             metric="val_acc", best=best_acc, save=is_main_process(),
-                             last_name=LAST, best_name=BEST, class_names=data.class_names,
-                             config=config, world_size=world)
+    # dcp: every rank writes its part of last/ (and best/), a collective step.
+    callback = ShardedBestAndLast if args.checkpoint_format == "dcp" else BestAndLast
+    checkpoint = callback(ckpt_dir, model=model, optimizer=optimizer, scheduler=scheduler,
+                          metric="val_acc", best=best_acc, save=is_main_process(),
+                          last_name=last.name, best_name=best.name, class_names=data.class_names,
+                          config=config, world_size=world)
 
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
@@ -268,7 +295,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     best_acc = checkpoint.best if checkpoint.best is not None else float("nan")
     summary = {"rank": rank, "epochs": args.epochs, "world_size": world, "device": str(device),
                "num_classes": args.num_classes, "best_val_acc": best_acc, "test_acc": test_acc,
-               "test_loss": test_loss, "checkpoint": str(ckpt_dir / LAST)}
+               "test_loss": test_loss, "checkpoint": str(last)}
     if is_main_process():
         text = json.dumps(summary, indent=2) + "\n"  # atomic, never through a planted link
         _atomic_write(ckpt_dir / "metrics.json", lambda f: f.write(text.encode()))
@@ -285,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {one_line(exc, lines=6, width=600)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        last = args.checkpoint_dir / LAST
+        last = checkpoint_paths(args)[0]
         where = (f"the last complete checkpoint is {last}" if last.exists()
                  else "no checkpoint was written yet")
         print(f"\ninterrupted: {where}; continue with --resume", file=sys.stderr)

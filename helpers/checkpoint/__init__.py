@@ -22,7 +22,8 @@ One module per concern:
 - ``validate``: a file's tensors, epoch, optimizer and scheduler checked before anything is applied
 - ``weights``: ``save_weights``, ``load_weights``, ``load_whole_model``
 - ``training``: ``save_checkpoint``, ``load_checkpoint`` (with RNG states)
-- ``callbacks``: ``BestAndLast``, the "last.pt every epoch, best.pt on improvement" callback
+- ``callbacks``: ``BestAndLast``, the "last.pt every epoch, best.pt on improvement" callback,
+  and ``ShardedBestAndLast``, the same with DCP folders written by every rank
 - ``summary``: ``checkpoint_summary``, ``state_dicts_equal``, ``outputs_equal``
 - ``sharded``: ``save_sharded``, ``load_sharded``, ``load_sharded_weights``,
   ``read_sharded_extras``: a DCP (``torch.distributed.checkpoint``) folder written by every rank
@@ -37,7 +38,7 @@ The last three import ``torch.distributed.checkpoint`` (about 3 s), so they load
 from __future__ import annotations
 
 from helpers.checkpoint.atomic import FolderLock, _atomic_write, remove_stale_temps, temp_path_for
-from helpers.checkpoint.callbacks import BestAndLast
+from helpers.checkpoint.callbacks import BestAndLast, ShardedBestAndLast
 from helpers.checkpoint.errors import (
     FORMAT,
     RESERVED_KEYS,
@@ -54,6 +55,7 @@ from helpers.checkpoint.training import load_checkpoint, save_checkpoint
 from helpers.checkpoint.weights import load_weights, load_whole_model, save_weights
 
 __all__ = ["FORMAT", "RESERVED_KEYS", "WEIGHT_KEYS", "WRAPPER_PREFIXES", "BestAndLast",
+           "ShardedBestAndLast",
            "CheckpointError", "FolderLock", "IncompatibleKeys", "PathLike", "_atomic_write", "_read",
            "checkpoint_summary", "remove_stale_temps",
            "load_checkpoint", "load_weights", "load_whole_model", "outputs_equal",

@@ -88,10 +88,32 @@ class BestAndLast:
         if self.save:
             history_dict = history.to_dict() if hasattr(history, "to_dict") else dict(history)
             extras = {**self.extras, "history": history_dict, self.best_key: self.best}
-            save_checkpoint(self.last_path, model=self.model, optimizer=self.optimizer,
-                            scheduler=self.scheduler, scaler=self.scaler, epoch=epoch, **extras)
+            self._write(self.last_path, model=self.model, optimizer=self.optimizer,
+                        scheduler=self.scheduler, scaler=self.scaler, epoch=epoch, **extras)
             if better:
-                save_checkpoint(self.best_path, model=self.model, epoch=epoch, **extras)
+                self._write(self.best_path, model=self.model, epoch=epoch, **extras)
         dist = torch.distributed
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.barrier()  # nobody reads or resumes before rank 0 has written
+
+    def _write(self, path: Path, **parts: Any) -> None:
+        save_checkpoint(path, **parts)
+
+
+class ShardedBestAndLast(BestAndLast):
+    """``BestAndLast`` writing DCP folders (``last``, ``best``) with ``save_sharded``: every rank
+    writes its shards, so every rank must call it (it is collective; ``save`` is always on).
+
+    >>> save = ShardedBestAndLast(runs / "dcp", model=net, optimizer=opt, scheduler=sched)
+    >>> fit(net, data, opt, epochs=3, scheduler=sched, callback=save)  # doctest: +SKIP
+    """
+
+    def __init__(self, folder: PathLike, *, last_name: str = "last", best_name: str = "best",
+                 **kwargs: Any) -> None:
+        kwargs.pop("save", None)
+        super().__init__(folder, save=True, last_name=last_name, best_name=best_name, **kwargs)
+
+    def _write(self, path: Path, **parts: Any) -> None:
+        from helpers.checkpoint.sharded import save_sharded  # imports DCP (seconds) on first use
+
+        save_sharded(path, **parts)
