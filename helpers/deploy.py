@@ -186,6 +186,14 @@ def _read_sidecar(sidecar: Path) -> dict[str, Any]:
     return meta
 
 
+def _is_dcp(path: PathLike) -> bool:
+    """A ``torch.distributed.checkpoint`` folder (checked without importing DCP, seconds)."""
+    try:
+        return Path(path).is_dir() and (Path(path) / ".metadata").is_file()
+    except OSError:
+        return False
+
+
 def read_deploy_info(path: PathLike) -> DeployInfo | None:
     """Config and class names for a weights file: from its sidecar, else the checkpoint's extras.
 
@@ -204,7 +212,12 @@ def read_deploy_info(path: PathLike) -> DeployInfo | None:
         meta = _read_sidecar(sidecar)
         return DeployInfo(check_config(meta["config"], sidecar),
                           check_class_names(meta["class_names"], sidecar), sidecar.name)
-    obj = _read(path)
+    if _is_dcp(path):  # a DCP folder (pipeline --checkpoint-format dcp): its extras, no tensors
+        from helpers.checkpoint.sharded import read_sharded_extras
+
+        obj = read_sharded_extras(path)
+    else:
+        obj = _read(path)
     if isinstance(obj, Mapping) and "class_names" in obj:
         config = obj.get("config") if isinstance(obj.get("config"), Mapping) else {}
         return DeployInfo(check_config(config, path), check_class_names(obj["class_names"], path),
@@ -236,7 +249,12 @@ def load_for_inference(path: PathLike, *, device: torch.device | str = "cpu",
     except (ValueError, RuntimeError) as exc:
         raise CheckpointError(path, f"cannot build TinyResNet({config}): {exc}",
                               "Pass the arguments the model was trained with.") from None
-    load_weights(model, path, map_location="cpu")  # strict: every key must fit
+    if _is_dcp(path):
+        from helpers.checkpoint.sharded import load_sharded_weights
+
+        load_sharded_weights(model, path)  # strict: every key must fit, checked before loading
+    else:
+        load_weights(model, path, map_location="cpu")  # strict: every key must fit
     names = info.class_names if info else [str(i) for i in range(config["num_classes"])]
     if len(names) != config["num_classes"]:
         raise CheckpointError(path, f"{len(names)} class names for a {config['num_classes']}-class "
@@ -259,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Load deployed TinyResNet weights in a fresh process and predict the test "
                     "split of the bundled digits.")
     parser.add_argument("--checkpoint", type=Path, required=True,
-                        help="weights (.safetensors/.pt, with a .json sidecar) or a training checkpoint")
+                        help="weights (.safetensors/.pt, with a .json sidecar), a training "
+                             "checkpoint, or a DCP checkpoint folder (pipeline --checkpoint-format dcp)")
     for name, what in (("num_classes", "class count"), ("width", "TinyResNet width"),
                        ("depth", "TinyResNet blocks")):
         parser.add_argument(f"--{name.replace('_', '-')}", type=ascii_int,
