@@ -21,19 +21,13 @@ from typing import Any
 
 import torch
 
+from helpers.checkpoint.atomic import _size
+
 # What a load may inflate to: twice the file plus 1 MiB (torch.save's members are stored as is).
 INFLATION_FACTOR, INFLATION_SLACK = 2, 1 << 20
 # Parts of a .pt2 that load native code or unpickle objects by design.
 _CODE_DIRS = ("data/aotinductor/", "data/executorch/", "data/mtia", "xl_model_weights/")
 _PICKLED_PREFIXES = ("custom_obj_", "opaque_obj_")
-
-
-def _size(size: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{int(size)} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
 
 
 def inflation_limit(file_size: int) -> int:
