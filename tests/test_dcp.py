@@ -359,3 +359,14 @@ def test_a_failed_save_keeps_the_previous_checkpoint(saved):
         save_sharded(folder, model=model, epoch=3, when=object())
     assert load_sharded(folder, model=TinyResNet(10, width=8, depth=1))["epoch"] == 1
     shutil.rmtree(folder)
+
+
+def test_importing_the_course_modules_does_not_import_dcp():
+    # torch.distributed.checkpoint costs seconds: helpers.checkpoint exports it lazily
+    code = ("import sys, helpers.checkpoint as c, helpers.pipeline, helpers.deploy, helpers.export\n"
+            "assert 'torch.distributed.checkpoint' not in sys.modules\n"
+            "assert {'save_sharded', 'dcp_to_file', 'check_keys'} <= set(c.__all__) & set(dir(c))\n"
+            "c.save_sharded, c.file_to_dcp, c.shard_layout\n"
+            "assert 'torch.distributed.checkpoint' in sys.modules\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
