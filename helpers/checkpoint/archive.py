@@ -101,7 +101,10 @@ def pt2_problem(data: bytes) -> str | None:
         if problem:
             return problem
         names = [_member(archive, n) for n in archive.namelist()]
-        if not any(rest == "archive_format" for rest, _ in names):
+        members = {rest for rest, _ in names}
+        # torch < 2.7 wrote an older layout: the program as JSON, tensors in torch.save files.
+        legacy = {"serialized_exported_program.json", "version"} <= members
+        if "archive_format" not in members and not legacy:
             return "it is not in the archive format of torch.export.save (no archive_format entry)"
         pickled: list[str] = []
         for (rest, _), name in zip(names, archive.namelist(), strict=True):
