@@ -54,7 +54,7 @@ from helpers.checkpoint.errors import (
     _first_line,
 )
 from helpers.checkpoint.storable import _check_storable
-from helpers.checkpoint.training import _check_rng, _restore_rng, _rng_state
+from helpers.checkpoint.training import _check_rng, _check_save_args, _restore_rng, _rng_state
 
 _TENSOR_PARTS = ("model", "optimizer")  # checked key by key against the live objects
 
@@ -110,13 +110,7 @@ def save_sharded(folder: PathLike, *, model: nn.Module, optimizer: Any = None,
     PosixPath('runs/dcp/last')
     """
     folder = Path(folder)
-    if isinstance(epoch, bool) or not isinstance(epoch, int):
-        raise CheckpointError(folder, f"epoch must be an int, got {epoch!r}",
-                              "Pass the number of the epoch just finished, e.g. epoch=3.")
-    clash = sorted(RESERVED_KEYS & set(extra))
-    if clash:
-        raise CheckpointError(folder, f"{clash[0]!r} is a reserved checkpoint key",
-                              f"Rename that extra; reserved: {sorted(RESERVED_KEYS)}.")
+    _check_save_args(folder, epoch, extra)
     if folder.exists() and not folder.is_dir():
         raise CheckpointError(folder, "this is a file; a DCP checkpoint is a folder",
                               "Give a folder name without a suffix, e.g. runs/dcp/last.")

@@ -67,6 +67,17 @@ def _restore_rng(state: Mapping[str, Any]) -> None:
             torch.cuda.set_rng_state(state["cuda"][index].cpu(), index)
 
 
+def _check_save_args(path: Path, epoch: Any, extra: dict[str, Any]) -> None:
+    """What every checkpoint writer refuses first: a non-int epoch, an extra with a reserved name."""
+    if isinstance(epoch, bool) or not isinstance(epoch, int):
+        raise CheckpointError(path, f"epoch must be an int, got {epoch!r}",
+                              "Pass the number of the epoch just finished, e.g. epoch=3.")
+    clash = sorted(RESERVED_KEYS & set(extra))
+    if clash:
+        raise CheckpointError(path, f"{clash[0]!r} is a reserved checkpoint key",
+                              f"Rename that extra; reserved: {sorted(RESERVED_KEYS)}.")
+
+
 def save_checkpoint(path: PathLike, *, model: nn.Module, optimizer: Any = None,
                     scheduler: Any = None, scaler: Any = None, epoch: int, **extra: Any) -> Path:
     """Write one resumable file: weights, optimizer, scheduler, AMP scaler, epoch, RNG, extras.
@@ -79,13 +90,7 @@ def save_checkpoint(path: PathLike, *, model: nn.Module, optimizer: Any = None,
     PosixPath('runs/last.pt')
     """
     path = Path(path)
-    if isinstance(epoch, bool) or not isinstance(epoch, int):
-        raise CheckpointError(path, f"epoch must be an int, got {epoch!r}",
-                              "Pass the number of the epoch just finished, e.g. epoch=3.")
-    clash = sorted(RESERVED_KEYS & set(extra))
-    if clash:
-        raise CheckpointError(path, f"{clash[0]!r} is a reserved checkpoint key",
-                              f"Rename that extra; reserved: {sorted(RESERVED_KEYS)}.")
+    _check_save_args(path, epoch, extra)
     checkpoint: dict[str, Any] = {"format": FORMAT, "epoch": epoch,
                                   "model": unwrap_model(model).state_dict()}
     for name, part in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
