@@ -44,12 +44,11 @@ def whole_number(low: int, high: int, what: str = "a whole number") -> Callable[
     64
     """
     def parse(text: str) -> int:
-        digits = text.strip()
-        body = digits[1:] if digits[:1] in "+-" else digits
-        if not (body.isascii() and body.isdigit()) or len(body) > 12:
+        try:
+            value = ascii_int(text)
+        except argparse.ArgumentTypeError:
             raise argparse.ArgumentTypeError(f"expected {what} from {low} to {high} (digits 0-9), "
-                                             f"got {printable(text)!r}")
-        value = int(digits)
+                                             f"got {printable(text)!r}") from None
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"expected {what} from {low} to {high}, got {value}")
         return value
@@ -122,4 +121,16 @@ def path_problem(path: Path, option: str) -> str | None:
     return None
 
 
-__all__ = ["ascii_int", "one_line", "path_problem", "printable", "started_cleanly", "whole_number"]
+def refuse_bad_paths(parser: argparse.ArgumentParser, paths: dict[str, Path | None]) -> None:
+    """``parser.error`` (exit 2, one line) for the first option whose path ``path_problem`` refuses.
+
+    >>> refuse_bad_paths(parser, {"--checkpoint": args.checkpoint, "--output": args.output})
+    """
+    for option, path in paths.items():
+        problem = path_problem(path, option) if path is not None else None
+        if problem:
+            parser.error(problem)
+
+
+__all__ = ["ascii_int", "one_line", "path_problem", "printable", "refuse_bad_paths", "started_cleanly",
+           "whole_number"]

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from helpers.cli import ascii_int, one_line, path_problem, printable, started_cleanly, whole_number
+from helpers.cli import ascii_int, one_line, printable, refuse_bad_paths, started_cleanly, whole_number
 
 with started_cleanly(__name__):  # Ctrl-C while torch loads: one line, not 50 lines of frames
     import torch
@@ -325,10 +325,7 @@ def _main(argv: list[str] | None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    for option, path in (("--checkpoint", args.checkpoint), ("--predictions", args.predictions)):
-        problem = path_problem(path, option) if path is not None else None
-        if problem:
-            parser.error(problem)
+    refuse_bad_paths(parser, {"--checkpoint": args.checkpoint, "--predictions": args.predictions})
     try:
         device = parse_device(args.device, source="--device")
         model, names = load_for_inference(args.checkpoint, device=device,

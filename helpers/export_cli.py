@@ -16,7 +16,7 @@ from pathlib import Path
 
 import helpers.export as exporting  # looked up at call time (tests patch export_model)
 from helpers.checkpoint import CheckpointError
-from helpers.cli import ascii_int, one_line, path_problem, printable
+from helpers.cli import ascii_int, one_line, printable, refuse_bad_paths
 from helpers.deploy import nonfinite_tensors
 from helpers.export import DEFAULT_TOLERANCE, EXPORT_BATCH, FORMATS, ExportError, _require_onnx
 
@@ -55,10 +55,7 @@ def _main(argv: list[str] | None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    for option, path in (("--checkpoint", args.checkpoint), ("--output", args.output)):
-        problem = path_problem(path, option) if path is not None else None
-        if problem:
-            parser.error(problem)
+    refuse_bad_paths(parser, {"--checkpoint": args.checkpoint, "--output": args.output})
     output = args.output or args.checkpoint.with_suffix(FORMATS[args.format])
     try:
         if not args.tolerance >= 0:
