@@ -6,8 +6,9 @@
 Builds (once) a virtual environment of its own under ``.venv-compat/`` with the asked-for Python
 and torch (torchvision to match), installs the course and its test tools there, then runs the
 unit tests (``-m "not slow and not browser"``) and strict ``pytest --nbval notebooks/``, the same
-comparison `make test` makes (``--lax``: every cell must run, outputs are not compared). Each run appends a row (versions, pass counts, seconds) to
-``.venv-compat/results.jsonl`` and prints it; CONTRIBUTING.md records the matrix.
+comparison `make test` makes (``--lax``: every cell must run, outputs are not compared). Each
+run appends a row (versions, pass counts, seconds) to ``.venv-compat/results.jsonl`` and prints
+it; CONTRIBUTING.md records the matrix.
 
 The machine-wide pip configuration (a constraint that caps torch on some machines) is lifted for
 this environment only (``PIP_CONFIG_FILE=/dev/null``). Downloads can be several GB per stack: run
