@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pathlib
 import pickle
 import re
 import shutil
@@ -92,6 +93,12 @@ def _swap_in(tmp: Path, folder: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+# The index names paths by where the class is defined: pathlib on Python <= 3.12, the private
+# pathlib._local on 3.13. Compare the classes themselves, not their module names.
+_PATH_CLASSES = (pathlib.Path, pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePath,
+                 pathlib.PurePosixPath, pathlib.PureWindowsPath)
+
+
 class _MetadataUnpickler(pickle.Unpickler):
     """Unpickles DCP's index and nothing else: any other global in it is refused."""
 
@@ -101,7 +108,7 @@ class _MetadataUnpickler(pickle.Unpickler):
         allowed = (isinstance(found, type) and module.startswith("torch.distributed.checkpoint.")
                    or found is torch.Size or isinstance(found, (torch.dtype, torch.layout))
                    or (module, name) == ("torch.serialization", "_get_layout")
-                   or (module == "pathlib" and name.endswith("Path")))
+                   or found in _PATH_CLASSES)
         if not allowed:
             raise pickle.UnpicklingError(f"global {module}.{name} is not part of a DCP index")
         return found
