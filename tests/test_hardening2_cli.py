@@ -13,13 +13,13 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import zipfile
 from pathlib import Path
 
 import pytest
 import torch
+from test_hardening import _finishes  # a call that must finish (a hang is a failure)
 
 from helpers import deploy
 from helpers.export import ExportError, export_pt2, load_pt2, verify_export
@@ -172,22 +172,6 @@ def _deployed(tmp_path: Path, model: TinyResNet | None = None, names=NAMES) -> P
     weights, _ = deploy.save_for_deployment(model, tmp_path / "digits.safetensors",
                                             class_names=names)
     return weights
-
-
-def _finishes(call, timeout: float = 20.0):
-    """Run ``call`` in a thread; (finished, result or exception). A hang is a failure."""
-    box: dict = {}
-
-    def target():
-        try:
-            box["value"] = call()
-        except BaseException as exc:  # noqa: BLE001 - handed back to the test
-            box["value"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    return not thread.is_alive(), box.get("value")
 
 
 def _clis(path: Path, *extra: str):
