@@ -6,7 +6,8 @@
 
 Headless runs (pytest --nbval, scripts, CI) never touch the widgets: their defaults come from
 ``COURSE_NUM_CLASSES`` (2..10, default 10) and ``COURSE_DEVICE`` (auto|cpu|cuda|cuda:N|mps,
-default auto), so the same notebook runs on a laptop, in Colab and on a GPU runner.
+default auto), so the same notebook runs on a laptop, in Colab and on a GPU runner. ``auto`` asks
+``torch.accelerator`` (``detected_accelerator``) and takes the GPU it names, else the CPU.
 """
 
 from __future__ import annotations
@@ -52,6 +53,31 @@ def _mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
+def _legacy_accelerator() -> torch.device | None:
+    """The CUDA-then-MPS check that ``torch.accelerator`` replaces (torch < 2.6 has no other)."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if _mps_available():
+        return torch.device("mps")
+    return None
+
+
+def detected_accelerator() -> torch.device | None:
+    """The accelerator this machine really has, or None: the device-agnostic idiom.
+
+    torch >= 2.6: ``torch.accelerator.current_accelerator()`` once ``torch.accelerator.is_available()``
+    says one is there (alone it names the accelerator torch was built for, present or not); older
+    torch falls back to the CUDA and MPS checks. ``COURSE_DEVICE=auto`` uses it.
+
+    >>> detected_accelerator() is None  # on a machine without a GPU
+    True
+    """
+    api = getattr(torch, "accelerator", None)
+    if api is None or not hasattr(api, "is_available"):
+        return _legacy_accelerator()
+    return api.current_accelerator() if api.is_available() else None
+
+
 def available_devices() -> list[str]:
     """Names of the devices this machine really has, CPU first.
 
@@ -74,11 +100,13 @@ def parse_device(value: Any, *, source: str = "COURSE_DEVICE") -> torch.device:
     """
     text = str(value).strip().lower()
     if text in ("", "auto"):
-        if torch.cuda.is_available():
+        accelerator = detected_accelerator()
+        kind = accelerator.type if accelerator is not None else "cpu"
+        if kind == "cuda":
             return torch.device("cuda", 0)
-        if _mps_available():
+        if kind == "mps":
             return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device("cpu")  # no accelerator, or one the course does not offer (xpu, ...)
     if text == "cpu":
         return torch.device("cpu")
     match = re.fullmatch(r"cuda(?::([0-9]+))?", text)

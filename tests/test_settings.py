@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import ipywidgets
 import pytest
 import torch
@@ -9,6 +11,7 @@ from helpers.settings import (
     course_settings,
     default_device,
     default_num_classes,
+    detected_accelerator,
     parse_device,
     parse_num_classes,
 )
@@ -72,14 +75,53 @@ def test_mps_without_apple_gpu(monkeypatch):
         parse_device("mps")
 
 
-def test_auto_prefers_cuda_then_mps_then_cpu(monkeypatch):
+@pytest.mark.parametrize("found,expected", [
+    (None, torch.device("cpu")),
+    (torch.device("cuda"), torch.device("cuda", 0)),
+    (torch.device("mps"), torch.device("mps")),
+    (torch.device("xpu"), torch.device("cpu")),  # an accelerator the widget does not offer
+])
+def test_auto_takes_the_accelerator_torch_names(monkeypatch, found, expected):
+    monkeypatch.setattr(settings, "detected_accelerator", lambda: found)
+    assert parse_device("auto") == expected
+    assert parse_device("") == expected
+
+
+def _fake_accelerator_api(available: bool, built_for: str = "cuda") -> SimpleNamespace:
+    """torch.accelerator as on a machine whose torch was built for ``built_for``."""
+    return SimpleNamespace(is_available=lambda: available,
+                           current_accelerator=lambda: torch.device(built_for))
+
+
+def test_detected_accelerator_asks_torch_accelerator(monkeypatch):
+    # current_accelerator() alone names what torch was built for: a CUDA build says cuda even on
+    # a machine without a GPU, so the idiom asks is_available() first.
+    monkeypatch.setattr(torch, "accelerator", _fake_accelerator_api(False))
+    assert detected_accelerator() is None
+    monkeypatch.setattr(torch, "accelerator", _fake_accelerator_api(True, "mps"))
+    assert detected_accelerator() == torch.device("mps")
+
+
+def test_without_torch_accelerator_the_cuda_and_mps_checks_decide(monkeypatch):
+    monkeypatch.delattr(torch, "accelerator", raising=False)  # torch < 2.6
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(settings, "_mps_available", lambda: False)
+    assert detected_accelerator() is None
     assert parse_device("auto") == torch.device("cpu")
     monkeypatch.setattr(settings, "_mps_available", lambda: True)
+    assert detected_accelerator() == torch.device("mps")
     assert parse_device("auto") == torch.device("mps")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert detected_accelerator() == torch.device("cuda")
     assert parse_device("auto") == torch.device("cuda", 0)
+
+
+def test_detected_accelerator_agrees_with_this_machine():
+    found = detected_accelerator()
+    assert (found is None) == (not torch.accelerator.is_available())
+    assert found is None or found == torch.accelerator.current_accelerator()
+    offered = found is not None and found.type in ("cuda", "mps")
+    assert parse_device("auto").type == (found.type if offered else "cpu")
 
 
 def test_available_devices_lists_only_real_devices(monkeypatch):
