@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from helpers.i18n import _
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _SITE_PACKAGES = re.compile(r"/[^\s'\"]*?/site-packages/")
 
@@ -56,7 +58,7 @@ def short_error(exc: BaseException, *, lines: int = 6, width: int = 240) -> str:
     body = text.splitlines() or [""]
     shown = [line if len(line) <= width else line[: width - 2].rstrip() + " …" for line in body[:lines]]
     if len(body) > lines:
-        shown.append(f"… ({len(body) - lines} more lines)")
+        shown.append(_("… ({count} more lines)").format(count=len(body) - lines))
     head = type(exc).__name__ + (": " + shown[0] if shown[0] else "")
     return "\n".join([head, *shown[1:]])
 
@@ -77,19 +79,20 @@ def expect_error(exc_type: type[BaseException] | tuple[type[BaseException], ...]
     """
     caught = Caught()
     names = (exc_type.__name__ if isinstance(exc_type, type)
-             else " or ".join(t.__name__ for t in exc_type))
+             else _(" or ").join(t.__name__ for t in exc_type))
     try:
         yield caught
     except exc_type as exc:
         caught.exception = exc
         if match is not None and not re.search(match, _clean(str(exc))):
-            raise ExpectedErrorMissing(
-                f"expected {names} matching {match!r}, but the message was:\n"
-                f"{short_error(exc, lines=lines, width=width)}\nThe library may have changed its "
-                f"wording: update the match (and the prose around it).") from exc
+            raise ExpectedErrorMissing(_(
+                "expected {names} matching {match}, but the message was:\n{message}\nThe library "
+                "may have changed its wording: update the match (and the prose around it)."
+            ).format(names=names, match=repr(match),
+                     message=short_error(exc, lines=lines, width=width))) from exc
         print("[expected error] " + short_error(exc, lines=lines, width=width))
         sys.stdout.flush()
     else:
-        raise ExpectedErrorMissing(
-            f"expected {names}, but the code ran without an error. The behaviour this cell "
-            f"teaches has changed (a new library version?): update the lesson.")
+        raise ExpectedErrorMissing(_(
+            "expected {names}, but the code ran without an error. The behaviour this cell "
+            "teaches has changed (a new library version?): update the lesson.").format(names=names))

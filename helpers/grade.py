@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from helpers.i18n import _, ngettext
+
 #: The checkers of each chapter, in exercise order (``check_x`` -> chapter N, exercise K).
 CHECKERS: dict[int, tuple[str, ...]] = {
     1: ("check_named_sequential", "check_registered_blocks", "check_activation_net",
@@ -122,7 +124,7 @@ def read_results(nb: Any) -> dict[str, Result]:
         elif _error(cell):
             results[exercise] = Result("error", _error(cell) or "")
         else:
-            results[exercise] = Result("missing", "the checker cell did not run")
+            results[exercise] = Result("missing", _("the checker cell did not run"))
     return results
 
 
@@ -149,21 +151,23 @@ def run_notebook(nb: Any, path: Path, timeout: float) -> str:
                                 resources={"metadata": {"path": folder}})
         try:
             client.execute(cleanup_kc=True, env=env, stderr=subprocess.DEVNULL)  # kernel logs
-            how = "ran"
+            how = _("ran")
         except CellTimeoutError:
             index = next((i for i, c in reversed(list(enumerate(nb.cells)))
                           if c.cell_type == "code" and c.get("execution_count")), 0)
-            how = f"timed out after {timeout:g} s (cell {index + 1} was still running)"
+            how = _("timed out after {seconds} s (cell {cell} was still running)").format(
+                seconds=f"{timeout:g}", cell=index + 1)
         except DeadKernelError:
-            how = "the kernel died"
+            how = _("the kernel died")
         finally:
             if client.km is not None and client.km.has_kernel:  # nbclient left it running
                 run_sync(client.km.shutdown_kernel)(now=True)
     errors = [(i, e) for i, c in enumerate(nb.cells) if c.cell_type == "code" and (e := _error(c))]
-    if errors and how == "ran":
+    if errors and how == _("ran"):
         first, what = errors[0]
-        how = (f"ran; {len(errors)} cell{'s' if len(errors) > 1 else ''} raised (first: cell "
-               f"{first + 1}, {what})")
+        how = ngettext("ran; {count} cell raised (first: cell {cell}, {error})",
+                       "ran; {count} cells raised (first: cell {cell}, {error})",
+                       len(errors)).format(count=len(errors), cell=first + 1, error=what)
     return how
 
 
@@ -183,13 +187,14 @@ def grade(paths: Sequence[Path], *, out: Path, timeout: float) -> list[Row]:
     rows = []
     for learner, path in zip(_learner_names(paths), paths, strict=True):
         start = time.monotonic()
-        print(f"grading {path} ...", file=sys.stderr, flush=True)
+        print(_("grading {file} ...").format(file=path), file=sys.stderr, flush=True)
         try:
             nb = nbformat.read(path, as_version=4)
             assert all(cell.cell_type and "source" in cell for cell in nb.cells)
         except Exception as exc:  # any file nbformat cannot read as a notebook
             reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
-            how = f"not a notebook ({type(exc).__name__}{': ' + reason if reason else ''})"
+            how = _("not a notebook ({error})").format(
+                error=type(exc).__name__ + (": " + reason if reason else ""))
             print(f"{path}: {how}", file=sys.stderr)
             rows.append(Row(learner, str(path), how, round(time.monotonic() - start, 1)))
             continue
@@ -217,6 +222,11 @@ def _status(row: Row, exercise: str) -> str:
     return result.status if result else "missing"
 
 
+def _shown(status: str) -> str:
+    """A status as the table shows it: the verdict tags as they are, ``error``/``missing`` translated."""
+    return {"error": _("error"), "missing": _("missing")}.get(status, status)
+
+
 def table(rows: Sequence[Row]) -> str:
     """The learner x exercise table as aligned text, with how each notebook ran.
 
@@ -224,11 +234,27 @@ def table(rows: Sequence[Row]) -> str:
     learner  ch1.1  ch1.2  ch1.3    ch1.4    notebook
     """
     columns = exercises_of(rows)
-    header = ["learner", *columns, "notebook"]
-    body = [[row.learner, *(_status(row, ex) for ex in columns), row.notebook] for row in rows]
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header) - 1)]
-    return "\n".join("  ".join([*(cell.ljust(w) for cell, w in zip(line, widths, strict=False)),
+    header = [_("learner"), *columns, _("notebook")]
+    body = [[row.learner, *(_shown(_status(row, ex)) for ex in columns), row.notebook]
+            for row in rows]
+    widths = [max(_width(line[i]) for line in [header, *body]) for i in range(len(header) - 1)]
+    return "\n".join("  ".join([*(_pad(cell, w) for cell, w in zip(line, widths, strict=False)),
                                 line[-1]]).rstrip() for line in [header, *body])
+
+
+def _width(text: str) -> int:
+    """Columns ``text`` takes in a terminal: East Asian wide characters (中文) take two.
+
+    >>> _width("learner"), _width("学员")
+    (7, 4)
+    """
+    import unicodedata
+
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * (width - _width(text))
 
 
 def _write(rows: Sequence[Row], out: Path) -> None:
@@ -255,26 +281,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(
         prog="python -m helpers.grade",
-        description="Re-run learners' notebooks headless and tabulate their exercise verdicts.")
-    parser.add_argument("notebooks", nargs="*", type=Path, help="the learners' .ipynb files")
+        description=_("Re-run learners' notebooks headless and tabulate their exercise verdicts."))
+    parser.add_argument("notebooks", nargs="*", type=Path, help=_("the learners' .ipynb files"))
     parser.add_argument("--out", type=Path, default=Path("grades"),
-                        help="folder for grades.csv, grades.json and the executed notebooks "
-                             "(default: grades)")
+                        help=_("folder for grades.csv, grades.json and the executed notebooks "
+                               "(default: grades)"))
     parser.add_argument("--timeout", type=float, default=600,
-                        help="seconds one notebook may run in all (default: 600)")
+                        help=_("seconds one notebook may run in all (default: 600)"))
     args = parser.parse_args(argv)
     if not args.notebooks:
-        parser.error("no notebooks given; pass the learners' files, e.g. submissions/*.ipynb")
+        parser.error(_("no notebooks given; pass the learners' files, e.g. submissions/*.ipynb"))
     if args.timeout <= 0:
-        parser.error(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
+        parser.error(_("--timeout must be a positive number of seconds, got {timeout}").format(
+            timeout=f"{args.timeout:g}"))
     absent = [str(p) for p in args.notebooks if not p.is_file()]
     if absent:
-        parser.error(f"no such file: {', '.join(absent)} (a shell pattern that matches nothing "
-                     f"stays as it is)")
+        parser.error(_("no such file: {files} (a shell pattern that matches nothing stays as it "
+                       "is)").format(files=", ".join(absent)))
     rows = grade(args.notebooks, out=args.out, timeout=args.timeout)
     print(table(rows))
-    print(f"\nwritten: {args.out / 'grades.csv'}, {args.out / 'grades.json'}, "
-          f"{args.out / 'notebooks'}/")
+    print()
+    print(_("written: {csv}, {json}, {folder}/").format(
+        csv=args.out / "grades.csv", json=args.out / "grades.json", folder=args.out / "notebooks"))
     return 0
 
 

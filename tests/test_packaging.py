@@ -125,3 +125,23 @@ def test_python_floor_is_the_one_tested_and_linted():
             bare.append(path.relative_to(ROOT).as_posix())
     assert not bare, f"tomllib exists from Python 3.11 only; add the tomli fallback in {bare}"
 
+
+
+def test_the_wheel_ships_the_compiled_message_catalogs(tmp_path):
+    """Colab installs the package non-editable from git: the Chinese .mo must be in the wheel."""
+    import zipfile
+
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "helpers", tmp_path / "helpers",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    code = "import sys, setuptools.build_meta as b; print(b.build_wheel(sys.argv[1]))"
+    out = tmp_path / "dist"
+    out.mkdir()
+    done = subprocess.run([sys.executable, "-c", code, str(out)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, check=True)
+    wheel = out / done.stdout.strip().splitlines()[-1]
+    names = zipfile.ZipFile(wheel).namelist()
+    catalogs = sorted(n for n in names if n.startswith("helpers/locale/"))
+    assert catalogs == ["helpers/locale/zh/LC_MESSAGES/helpers.mo"], catalogs
+    assert "helpers/i18n.py" in names and "helpers/py.typed" in names

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from helpers.exercises import ExerciseError, require
+from helpers.i18n import _
 from helpers.models import count_parameters
 
 
@@ -74,9 +75,11 @@ def run_eval(model: nn.Module, *args: Tensor, what: str, **kwargs: Any) -> Any:
         raise
     except Exception as exc:  # the learner's code may fail in any way: explain, don't crash
         shapes = ", ".join(str(tuple(a.shape)) for a in args if isinstance(a, Tensor))
-        inputs = "inputs" if len(args) > 1 else "input"
-        raise ExerciseError(f"calling {what} on {inputs} of shape {shapes} failed with "
-                            f"{type(exc).__name__}: {first_line(exc)}{shape_hint(exc)}") from None
+        text = (_("calling {what} on inputs of shape {shapes} failed with {error}: {message}{hint}")
+                if len(args) > 1 else
+                _("calling {what} on input of shape {shapes} failed with {error}: {message}{hint}"))
+        raise ExerciseError(text.format(what=what, shapes=shapes, error=type(exc).__name__,
+                                        message=first_line(exc), hint=shape_hint(exc))) from None
 
 
 def shape_hint(exc: BaseException) -> str:
@@ -89,11 +92,12 @@ def shape_hint(exc: BaseException) -> str:
                       str(exc))
     if found:
         got, want = int(found.group(2)), int(found.group(3))
-        return (f". A Linear layer got {got} features per row but expects {want}: build it with "
-                f"in_features={got}, the size of what reaches it (or flatten/concatenate before it)")
+        return _(". A Linear layer got {got} features per row but expects {want}: build it with "
+                 "in_features={got}, the size of what reaches it (or flatten/concatenate before "
+                 "it)").format(got=got, want=want)
     if "Sizes of tensors must match except in dimension 0" in str(exc):
-        return (". torch.cat(..., dim=0) stacks along the batch; put the extra numbers next to "
-                "each image's features: torch.cat([features, extra], dim=1)")
+        return _(". torch.cat(..., dim=0) stacks along the batch; put the extra numbers next to "
+                 "each image's features: torch.cat([features, extra], dim=1)")
     return ""
 
 
@@ -103,17 +107,21 @@ def require_logits(out: Any, rows: int, num_classes: int, what: str) -> Tensor:
     >>> require_logits(torch.zeros(8, 5), 8, 5, "your net").shape
     torch.Size([8, 5])
     """
-    require(isinstance(out, Tensor), f"{what} returned a {type(out).__name__}, not a tensor of "
-                                     f"logits")
+    if not isinstance(out, Tensor):
+        raise ExerciseError(_("{what} returned a {type}, not a tensor of logits").format(
+            what=what, type=type(out).__name__))
     expected = (rows, num_classes)
-    require(out.ndim == 2,
-            f"{what} returns shape {tuple(out.shape)}; expected {expected} (one row of "
-            f"{num_classes} logits per image). Flatten the features before the last Linear")
-    require(out.shape[0] == rows, f"{what} returns {out.shape[0]} rows for a batch of {rows} "
-                                  f"images; keep the batch dimension")
-    require(out.shape[1] == num_classes,
-            f"{what} outputs {out.shape[1]} classes; the widget asks for {num_classes}. "
-            f"Use settings.num_classes for the last layer's size instead of a fixed number")
+    require(out.ndim == 2, _(
+        "{what} returns shape {shape}; expected {expected} (one row of {num_classes} logits per "
+        "image). Flatten the features before the last Linear").format(
+            what=what, shape=tuple(out.shape), expected=expected, num_classes=num_classes))
+    require(out.shape[0] == rows, _(
+        "{what} returns {got} rows for a batch of {rows} images; keep the batch dimension").format(
+            what=what, got=out.shape[0], rows=rows))
+    require(out.shape[1] == num_classes, _(
+        "{what} outputs {got} classes; the widget asks for {num_classes}. Use "
+        "settings.num_classes for the last layer's size instead of a fixed number").format(
+            what=what, got=out.shape[1], num_classes=num_classes))
     return out
 
 
@@ -299,8 +307,8 @@ def call_learner(fn: Callable[..., Any], *args: Any, what: str,
         raise
     except Exception as exc:  # the learner's code may fail in any way
         extra = hint(exc) if callable(hint) else hint
-        raise ExerciseError(f"calling {what} failed with {type(exc).__name__}: "
-                            f"{first_line(exc)}{extra}") from None
+        raise ExerciseError(_("calling {what} failed with {error}: {message}{hint}").format(
+            what=what, error=type(exc).__name__, message=first_line(exc), hint=extra)) from None
 
 
 # Files and devices ---------------------------------------------------------------------------
@@ -316,20 +324,23 @@ def read_weights_file(path: Path) -> Any:
         try:
             return load_file(path)
         except Exception as exc:  # any failure means the file is not usable
-            raise ExerciseError(f"{path.name} is not a readable safetensors file "
-                                f"({type(exc).__name__}: {first_line(exc)})") from None
+            raise ExerciseError(_("{file} is not a readable safetensors file ({error}: "
+                                  "{message})").format(file=path.name, error=type(exc).__name__,
+                                                       message=first_line(exc))) from None
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        named = f"it refers to {found.group(1)}" if found else "a pickled class"
-        raise ExerciseError(
-            f"{path.name} holds pickled Python objects ({named}), not only tensors, "
-            f"so torch.load(weights_only=True) refuses it: you saved the whole model. Save its "
-            f"weights instead: torch.save(model.module.state_dict(), path)") from None
+        named = (_("it refers to {name}").format(name=found.group(1)) if found
+                 else _("a pickled class"))
+        raise ExerciseError(_(
+            "{file} holds pickled Python objects ({named}), not only tensors, so "
+            "torch.load(weights_only=True) refuses it: you saved the whole model. Save its "
+            "weights instead: torch.save(model.module.state_dict(), path)").format(
+                file=path.name, named=named)) from None
     except Exception as exc:
-        raise ExerciseError(f"{path.name} cannot be read by torch.load ({type(exc).__name__}: "
-                            f"{first_line(exc)})") from None
+        raise ExerciseError(_("{file} cannot be read by torch.load ({error}: {message})").format(
+            file=path.name, error=type(exc).__name__, message=first_line(exc))) from None
 
 
 def same_device(a: torch.device, b: torch.device) -> bool:

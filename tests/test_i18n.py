@@ -1,0 +1,227 @@
+"""helpers.i18n: the helpers speak English by default and Chinese for COURSE_LANG=zh, from a
+catalog that covers every message, keeps every placeholder and ships compiled in the package."""
+
+from __future__ import annotations
+
+import re
+import string
+from pathlib import Path
+
+import pytest
+from babel.messages.catalog import Catalog
+from babel.messages.extract import extract_from_file
+from babel.messages.mofile import read_mo
+from babel.messages.pofile import read_po
+
+from helpers import i18n
+from helpers.i18n import _, ngettext, set_language
+
+ROOT = Path(__file__).resolve().parents[1]
+PO = ROOT / "helpers" / "locale" / "zh" / "LC_MESSAGES" / "helpers.po"
+MO = PO.with_suffix(".mo")
+PERCENT = re.compile(r"%(?:\([^)]*\))?[#0 +-]*(?:\*|\d+)?(?:\.\d+)?[diouxXeEfFgGcrsa%]")
+
+
+@pytest.fixture(autouse=True)
+def _follow_the_environment(monkeypatch):
+    monkeypatch.delenv("COURSE_LANG", raising=False)
+    set_language(None)
+    yield
+    set_language(None)
+
+
+# The checks, as functions of a catalog, so that each is shown to fail on a bad one -----------
+
+def source_messages() -> dict[str, tuple[str, int]]:
+    """Every message the helpers pass to _() / ngettext(), with where it is (Babel's extractor,
+    the one `pybabel extract` runs over babel.cfg's helpers/**.py)."""
+    found: dict[str, tuple[str, int]] = {}
+    for path in sorted((ROOT / "helpers").rglob("*.py")):
+        for lineno, message, _comments, _context in extract_from_file("python", str(path)):
+            key = message[0] if isinstance(message, tuple) else message
+            found.setdefault(key, (path.relative_to(ROOT).as_posix(), lineno))
+    return found
+
+
+def untranslated(catalog: Catalog, messages: dict[str, tuple[str, int]]) -> list[str]:
+    """The source messages with no Chinese entry (absent, empty or fuzzy)."""
+    missing = []
+    for key, (where, line) in messages.items():
+        entry = catalog.get(key)
+        strings = entry.string if entry is not None and isinstance(entry.string, tuple) else (
+            (entry.string,) if entry is not None else ())
+        if entry is None or entry.fuzzy or not all(strings):
+            missing.append(f"{where}:{line}: {key!r}")
+    return missing
+
+
+def placeholders(text: str) -> list[str]:
+    """The ``{name!r:spec}`` and ``%s`` placeholders of a message, sorted."""
+    fields = []
+    try:
+        for _literal, name, spec, conversion in string.Formatter().parse(text):
+            if name is not None:
+                fields.append("{" + name + ("!" + conversion if conversion else "") +
+                              (":" + spec if spec else "") + "}")
+    except ValueError as exc:  # an unbalanced brace
+        fields.append(f"<{exc}>")
+    fields += [m for m in PERCENT.findall(text) if m != "%%"]
+    return sorted(fields)
+
+
+def placeholder_mismatches(catalog: Catalog) -> list[str]:
+    """Entries whose translation has other placeholders than the English (for a plural entry:
+    than the English plural, which every Chinese form must keep)."""
+    bad = []
+    for entry in catalog:
+        if not entry.id or not entry.string:
+            continue
+        english = entry.id[-1] if isinstance(entry.id, tuple) else entry.id
+        forms = entry.string if isinstance(entry.string, tuple) else (entry.string,)
+        for form in forms:
+            if form and placeholders(form) != placeholders(english):
+                bad.append(f"{english!r}: {placeholders(english)} vs {placeholders(form)} in {form!r}")
+    return bad
+
+
+def _catalog(*entries: tuple[str | tuple[str, str], str | tuple[str, ...]]) -> Catalog:
+    catalog = Catalog(locale="zh")
+    for msgid, msgstr in entries:
+        catalog.add(msgid, msgstr)
+    return catalog
+
+
+def _real_catalog() -> Catalog:
+    with open(PO, "rb") as file:
+        return read_po(file)
+
+
+# The checks themselves fail on bad catalogs ---------------------------------------------------
+
+def test_a_message_without_a_chinese_entry_is_named():
+    messages = {"the kernel died": ("helpers/grade.py", 1), "missing": ("helpers/grade.py", 2),
+                "error": ("helpers/grade.py", 3)}
+    catalog = _catalog(("the kernel died", "内核崩溃了"), ("missing", ""))
+    catalog.add("error", "出错", flags=["fuzzy"])
+    assert untranslated(catalog, messages) == ["helpers/grade.py:2: 'missing'",
+                                               "helpers/grade.py:3: 'error'"]
+
+
+def test_a_translation_with_other_placeholders_is_named():
+    good = _catalog(("{file} failed: %s", "{file} 失败：%s"),
+                    (("{count} cell", "{count} cells"), ("{count} 个单元",)))
+    assert placeholder_mismatches(good) == []
+    for msgid, msgstr in [("{file} failed", "{文件} 失败"), ("{file} failed", "失败"),
+                          ("{x:g} s", "{x} 秒"), ("%s failed", "失败"), ("{a} {b}", "{a} {a}"),
+                          (("{count} cell", "{count} cells"), ("单元",))]:
+        assert placeholder_mismatches(_catalog((msgid, msgstr))), (msgid, msgstr)
+
+
+# The real catalog ------------------------------------------------------------------------------
+
+def test_every_message_of_the_helpers_has_a_chinese_entry():
+    messages = source_messages()
+    assert len(messages) >= 30  # errors, grade and the exercises' common checks are wrapped
+    assert untranslated(_real_catalog(), messages) == []
+
+
+def test_every_chinese_entry_keeps_the_english_placeholders():
+    assert placeholder_mismatches(_real_catalog()) == []
+
+
+def test_the_catalog_holds_no_message_the_helpers_no_longer_say():
+    used = set(source_messages())
+    unused = [entry.id for entry in _real_catalog() if entry.id
+              and (entry.id[0] if isinstance(entry.id, tuple) else entry.id) not in used]
+    assert unused == [], "run pybabel extract + update (helpers/i18n.py) to drop them"
+
+
+def test_the_compiled_catalog_is_up_to_date_with_the_po_file():
+    def messages(catalog: Catalog) -> dict:
+        def key(value):  # read_mo gives a plural's forms as a list, read_po as a tuple
+            return tuple(value) if isinstance(value, (list, tuple)) else value
+
+        return {key(entry.id): key(entry.string) for entry in catalog
+                if entry.id and not entry.fuzzy}
+
+    with open(MO, "rb") as file:
+        compiled = read_mo(file)
+    assert messages(compiled) == messages(_real_catalog()), (
+        "helpers.mo differs from helpers.po: pybabel compile -d helpers/locale -D helpers")
+
+
+def test_chinese_prose_uses_full_width_punctuation():
+    """Inside Chinese text a comma, colon or parenthesis is full width (code stays as it is)."""
+    half = re.compile(r"[\u4e00-\u9fff][,;:()]|[,;(][\u4e00-\u9fff]|[\u4e00-\u9fff] ?\)")
+    for entry in _real_catalog():
+        for form in (entry.string if isinstance(entry.string, tuple) else (entry.string,)):
+            assert not half.search(form or ""), form
+
+
+# The helpers speak the language asked for --------------------------------------------------------
+
+def test_english_by_default_and_chinese_for_course_lang_zh(monkeypatch):
+    assert _("the kernel died") == "the kernel died"
+    monkeypatch.setenv("COURSE_LANG", "zh")  # read at call time: no re-import needed
+    assert _("the kernel died") == "内核崩溃了"
+    assert ngettext("ran; {count} cell raised (first: cell {cell}, {error})",
+                    "ran; {count} cells raised (first: cell {cell}, {error})", 3).startswith("已运行")
+    monkeypatch.setenv("COURSE_LANG", "zh_CN.UTF-8")
+    assert i18n.language() == "zh"
+    monkeypatch.setenv("COURSE_LANG", "en")
+    assert _("the kernel died") == "the kernel died"
+
+
+def test_set_language_wins_over_the_environment(monkeypatch):
+    monkeypatch.setenv("COURSE_LANG", "en")
+    set_language("zh")
+    assert _("missing") == "缺失"
+    set_language(None)
+    assert _("missing") == "missing"
+    with pytest.raises(ValueError, match="unknown language 'fr': the course speaks en and zh"):
+        set_language("fr")
+
+
+def test_an_unknown_course_lang_warns_and_speaks_english(monkeypatch):
+    monkeypatch.setenv("COURSE_LANG", "klingon")
+    with pytest.warns(UserWarning, match="COURSE_LANG='klingon' is not a language of the course"):
+        assert i18n.language() == "en"
+
+
+def test_expect_error_framing_in_chinese_keeps_the_tag(monkeypatch, capsys):
+    from helpers.errors import ExpectedErrorMissing, expect_error, short_error
+
+    monkeypatch.setenv("COURSE_LANG", "zh")
+    with expect_error(KeyError):
+        {}["fc.weight"]
+    assert capsys.readouterr().out == "[expected error] KeyError: 'fc.weight'\n"
+    with pytest.raises(ExpectedErrorMissing, match="预期抛出 KeyError 或 IndexError，但代码运行时没有报错"):
+        with expect_error((KeyError, IndexError)):
+            pass
+    assert short_error(ValueError("a\nb\nc"), lines=1).endswith("…（另有 2 行）")
+
+
+def test_checker_messages_in_chinese(monkeypatch):
+    import torch
+
+    from helpers.exercises import ExerciseError
+    from helpers.exercises.common import require_logits, run_eval
+
+    monkeypatch.setenv("COURSE_LANG", "zh")
+    with pytest.raises(ExerciseError, match=r"对一批 8 张图像，your net 返回了 4 行；请保留批次维"):
+        require_logits(torch.zeros(4, 10), 8, 10, "your net")
+    with pytest.raises(ExerciseError, match=r"某个 Linear 层每行收到 3 个特征，但它期望 2 个"):
+        run_eval(torch.nn.Linear(2, 2), torch.zeros(5, 3), what="the head")
+
+
+def test_grade_table_in_chinese_is_aligned(monkeypatch):
+    from helpers.grade import Result, Row, _width, table
+
+    monkeypatch.setenv("COURSE_LANG", "zh")
+    rows = [Row("ada", "ada.ipynb", _("ran"), 1.0, {"ch2.1": Result("OK"), "ch2.2": Result("error")})]
+    lines = table(rows).splitlines()
+    assert lines[0].split() == ["学员", "ch2.1", "ch2.2", "ch2.3", "ch2.4", "笔记本"]
+    assert lines[1].split() == ["ada", "OK", "出错", "缺失", "缺失", "已运行"]
+    # a wide character takes two terminal columns: the columns line up on screen
+    for head, cell in [("ch2.1", "OK"), ("ch2.2", "出错"), ("ch2.4", "缺失"), ("笔记本", "已运行")]:
+        assert _width(lines[0][:lines[0].index(head)]) == _width(lines[1][:lines[1].rindex(cell)])
