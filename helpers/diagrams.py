@@ -260,13 +260,20 @@ def _parts_from_dict(checkpoint: Mapping[str, Any]) -> dict[str, str]:
         parts["optimizer"] = (f"state for {len(optimizer.get('state', {}))} tensors\n"
                               f"{len(groups)} param group(s)" + (f", lr {lr:.3g}" if lr else ""))
     if isinstance(checkpoint.get("scheduler"), Mapping):
-        parts["scheduler"] = f"last_epoch {checkpoint['scheduler'].get('last_epoch')}"
+        steps = checkpoint["scheduler"].get("last_epoch")
+        parts["scheduler"] = (f"stepped {'once' if steps == 1 else f'{steps} times'}\n"
+                              f"(its last_epoch)" if isinstance(steps, int)
+                              else f"last_epoch {steps!r}")
     if isinstance(checkpoint.get("scaler"), Mapping):
         scale = checkpoint["scaler"].get("scale")
         parts["scaler"] = f"scale {scale:g}" if isinstance(scale, (int, float)) else "saved"
     if "epoch" in checkpoint:
-        done = int(checkpoint["epoch"]) + 1  # the stored epoch is fit's index, counted from 0
-        parts["epoch"] = f"index {checkpoint['epoch']}: {done} done\nresume at start_epoch {done}"
+        epoch = checkpoint["epoch"]
+        if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0:
+            # the file stores fit's 0-based index of the last finished epoch; people count from 1
+            parts["epoch"] = f"epochs done: {epoch + 1}\nnext epoch: {epoch + 2}"
+        else:
+            parts["epoch"] = f"{_short(epoch)}\n(cannot resume)"
     if isinstance(checkpoint.get("rng"), Mapping):
         parts["rng"] = "generators:\n" + ", ".join(map(str, checkpoint["rng"]))
     known = {"model", "model_state_dict", "optimizer", "optimizer_state_dict", "scheduler",
@@ -297,6 +304,8 @@ def _parts_from_summary(summary: str) -> dict[str, str]:
                 parts["best"] = "\n".join(_cut(i) for i in best)
             if rest:
                 parts["extras"] = "\n".join(_cut(i) for i in rest[:4])
+        elif name == "epochs done":  # "epochs done: 3, next epoch: 4"
+            parts["epoch"] = line.replace(", ", "\n")
         elif name in {key for key, _, _ in _PARTS}:
             pieces = text.split(", ")
             cut = next((i for i, p in enumerate(pieces) if p.startswith("first keys")), None)

@@ -539,7 +539,8 @@ def test_checkpoint_summary_describes_a_checkpoint(tmp_path):
     summary = checkpoint_summary(path)
     lines = summary.splitlines()
     assert lines[0].startswith(f"c.pt: training checkpoint ({ckpt.FORMAT}), ")
-    assert "epoch: 6 (fit's index, from 0: 7 epoch(s) done; resumes at start_epoch 7)" in lines
+    assert "epochs done: 7, next epoch: 8" in lines  # epoch=6 is fit's 0-based index
+    assert "scheduler: stepped 2 times (its last_epoch)" in lines  # scheduler.step() calls
     assert f"model: {len(raw['model'])} tensors" in summary
     assert f"optimizer: state for {len(raw['optimizer']['state'])} parameters" in summary
     assert "extras: best_acc=≈0.93, class_names=['0', '1']" in lines  # a measurement: marked

@@ -129,7 +129,8 @@ def test_checkpoint_anatomy_shows_each_part_and_what_is_missing():
     for part in ("model", "optimizer", "scheduler", "epoch", "best metric", "rng", "extras"):
         assert part in text
     assert "state_dict: 2 tensors" in text and "lr 0.003" in text
-    assert "index 3: 4 done" in text and "resume at start_epoch 4" in text
+    assert "epochs done: 4\nnext epoch: 5" in text  # epoch=3 is fit's 0-based index
+    assert "stepped 0 times\n(its last_epoch)" in text
     assert "best_acc = 0.91" in text and "class_names" in text
     assert "AMP scaler\n\n(not saved)" in text  # this checkpoint has no GradScaler state
     png(fig)
@@ -143,10 +144,11 @@ def test_checkpoint_anatomy_reads_a_file_and_a_summary(tmp_path):
     model = nn.Linear(4, 2)
     path = save_checkpoint(folder / "last.pt", model=model, epoch=2, best_acc=0.5)
     from_file = labels(checkpoint_anatomy(path))
-    assert "last.pt" in from_file and "resume at start_epoch 3" in from_file
+    assert "last.pt" in from_file and "epochs done: 3\nnext epoch: 4" in from_file
     assert "optimizer\n\n(not saved)" in from_file
     from_summary = labels(checkpoint_anatomy(checkpoint_summary(path)))
     assert "model" in from_summary and "best_acc" in from_summary
+    assert "epochs done: 3\nnext epoch: 4" in from_summary
     path.unlink()
     folder.rmdir()
 

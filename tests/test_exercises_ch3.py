@@ -174,9 +174,9 @@ def _resume_by_hand(path, model, optimizer, scheduler, *, load_optimizer=True,
 
 def test_resume_right_answers(capsys):
     assert check_resume(_resume_by_hand)
-    assert capsys.readouterr().out == ("[OK] start_epoch 2; model, optimizer and scheduler "
-                                       "restored; epochs 3-4 of 4 match the uninterrupted run bit "
-                                       "for bit\n")
+    assert capsys.readouterr().out == ("[OK] start_epoch 2 (epochs done: 2, next epoch: 3); "
+                                       "model, optimizer and scheduler restored; epochs 3-4 of 4 "
+                                       "match the uninterrupted run bit for bit\n")
     assert check_resume(lambda p, m, o, s: load_checkpoint(p, model=m, optimizer=o,
                                                            scheduler=s)["start_epoch"])
 

@@ -81,8 +81,28 @@ def _shown(value: Any, key: Any = None, depth: int = 0, fact: bool = False) -> s
     return _SHORT.repr(value)
 
 
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _times(count: int) -> str:
+    return "once" if count == 1 else f"{count} times"
+
+
+def _epoch_line(epoch: Any) -> str:
+    """Epochs counted from 1, for people: the file stores ``fit``'s 0-based index of the last
+    finished epoch, so ``epoch`` 2 means 3 epochs done and the next one is epoch 4."""
+    if _whole(epoch):
+        return f"epochs done: {epoch + 1}, next epoch: {epoch + 2}"
+    return f"epoch: {_SHORT.repr(epoch)} (not a whole number from 0: cannot resume)"
+
+
 def checkpoint_summary(path: PathLike) -> str:
     """A short, human-readable description of a weights or checkpoint file (loads it safely).
+
+    Epochs are counted from 1 (``epochs done: 3, next epoch: 4`` for a file saved with
+    ``epoch=2``, fit's 0-based index); the scheduler line gives its own step count
+    (``last_epoch``), which counts ``scheduler.step()`` calls, per epoch or per batch.
 
     >>> print(checkpoint_summary("runs/last.pt"))  # doctest: +SKIP
     last.pt: training checkpoint (helpers.checkpoint/1), 1.2 MiB on disk
@@ -111,11 +131,7 @@ def checkpoint_summary(path: PathLike) -> str:
              f"keys: {', '.join(map(str, itertools.islice(obj, 12)))}"
              + (f", ... ({len(obj) - 12} more)" if len(obj) > 12 else "")]
     if "epoch" in obj:
-        epoch = obj["epoch"]
-        resumes = (f" (fit's index, from 0: {epoch + 1} epoch(s) done; resumes at start_epoch "
-                   f"{epoch + 1})" if isinstance(epoch, int)
-                   and not isinstance(epoch, bool) else " (not a whole number: cannot resume)")
-        lines.append(f"epoch: {_SHORT.repr(epoch)}{resumes}")
+        lines.append(_epoch_line(obj["epoch"]))
     weights_key = next((k for k in WEIGHT_KEYS if _is_state_dict(obj.get(k))), None)
     if weights_key is not None:
         weights = obj[weights_key]
@@ -130,7 +146,9 @@ def checkpoint_summary(path: PathLike) -> str:
         lines.append(f"optimizer: state for {len(optimizer.get('state', {}))} parameters, "
                      f"{len(groups)} param group(s), lr {lr}")
     if isinstance(obj.get("scheduler"), Mapping):
-        lines.append(f"scheduler: last_epoch {obj['scheduler'].get('last_epoch')}")
+        steps = obj["scheduler"].get("last_epoch")
+        lines.append(f"scheduler: stepped {_times(steps)} (its last_epoch)" if _whole(steps)
+                     else f"scheduler: last_epoch {_SHORT.repr(steps)}")
     if isinstance(obj.get("scaler"), Mapping):
         scale = obj["scaler"].get("scale")
         lines.append(f"scaler: scale {scale}" if scale is not None else "scaler: disabled")

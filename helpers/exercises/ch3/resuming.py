@@ -1,7 +1,7 @@
 """Chapter 3 checkers, exercises 3-4: resume a run, the best model ready for inference.
 
 >>> check_resume(resume)
-[OK] start_epoch 2; model, optimizer and scheduler restored; epochs 3-4 of 4 match ...
+[OK] start_epoch 2 (epochs done: 2, next epoch: 3); model, optimizer and scheduler restored; ...
 """
 
 from __future__ import annotations
@@ -74,12 +74,12 @@ def check_resume(resume_fn: Callable[..., Any]) -> bool:
     returns the epoch to start from.
 
     The checker trains a small reference run (AdamW, MultiStepLR) for 4 epochs, saving a
-    checkpoint after the second (epoch index 1, as ``fit`` counts) with ``save_checkpoint``;
+    checkpoint after the second (``epoch=1``, ``fit``'s 0-based index) with ``save_checkpoint``;
     then it gives ``resume_fn`` fresh objects, compares what came back and finishes the run
     from the returned epoch: the final weights must equal the uninterrupted run's.
 
     >>> check_resume(resume)
-    [OK] start_epoch 2; model, optimizer and scheduler restored; epochs 3-4 of 4 match ...
+    [OK] start_epoch 2 (epochs done: 2, next epoch: 3); model, optimizer and scheduler restored; ...
     """
     with torch.random.fork_rng(devices=[]):  # leave the notebook's random state as it was
         return _check_resume(resume_fn)
@@ -118,9 +118,10 @@ def _check_resume(resume_fn: Callable[..., Any]) -> bool:
             f"epoch had finished when it was saved, so training would repeat it: return "
             f"checkpoint['epoch'] + 1")
     require(start_epoch == resumes_at,
-            f"your function returned {start_epoch}; the checkpoint holds epoch index "
-            f"{_SAVED_EPOCH} (epoch {_SAVED_EPOCH + 1} counted from 1), so training resumes at "
-            f"start_epoch {resumes_at} (checkpoint['epoch'] + 1)")
+            f"your function returned {start_epoch}; the checkpoint was saved with epoch="
+            f"{_SAVED_EPOCH}, fit's 0-based index (epochs done: {_SAVED_EPOCH + 1}, next epoch: "
+            f"{_SAVED_EPOCH + 2}), so fit resumes at start_epoch {resumes_at} "
+            f"(checkpoint['epoch'] + 1)")
     require(same_state(model.state_dict(), saved["model"]),
             "the model's weights differ from the checkpoint's: load them with "
             "model.load_state_dict(checkpoint['model'])")
@@ -142,7 +143,8 @@ def _check_resume(resume_fn: Callable[..., Any]) -> bool:
     require(same_state(model.state_dict(), reference),
             "after resuming, the remaining epochs do not reproduce the uninterrupted run; does "
             "your function change anything after loading?")
-    return passed(f"start_epoch {start_epoch}; model, optimizer and scheduler restored; epochs "
+    return passed(f"start_epoch {start_epoch} (epochs done: {start_epoch}, next epoch: "
+                  f"{start_epoch + 1}); model, optimizer and scheduler restored; epochs "
                   f"{start_epoch + 1}-{_RESUME_EPOCHS} of {_RESUME_EPOCHS} match the uninterrupted "
                   f"run bit for bit")
 
