@@ -35,7 +35,8 @@ def _notebook(cells) -> dict:
                        **({"execution_count": 1, "outputs": [{"output_type": "stream",
                                                                 "name": "stdout", "text": "out\n"}]}
                           if kind == "code" else {})} for kind, cell_id, source in cells],
-            "metadata": {"kernelspec": {"name": "python3"}}, "nbformat": 4, "nbformat_minor": 5}
+            "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python",
+                                        "name": "python3"}}, "nbformat": 4, "nbformat_minor": 5}
 
 
 def _write(path: Path, nb: dict) -> None:
@@ -237,3 +238,35 @@ def test_the_po_file_is_standard_gettext(translated):
         done = subprocess.run(["msgfmt", "--check", "-o", "/dev/null", str(translated.po)],
                               capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
+
+
+def test_the_built_notebook_makes_the_helpers_speak_chinese(tmp_path, monkeypatch):
+    """Its language cell is enough: the kernel is started without COURSE_LANG."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    from helpers.grade import _kernel_manager
+
+    english = tmp_path / "notebooks" / "01_demo.ipynb"
+    _write(english, _notebook([
+        ("markdown", "bb000001", "# 1. Demo"),
+        ("code", "bb000002", "from helpers.errors import expect_error\n\n"
+                             "with expect_error(KeyError):\n    {}['fc.weight']"),
+        ("code", "bb000003", "from helpers.exercises.common import require_logits\n\n"
+                             "with expect_error(AssertionError):\n"
+                             "    require_logits(torch.zeros(4, 10), 8, 10, 'your net')"),
+    ]))
+    chapter = Chapter.of(english, "zh", tmp_path)
+    extract(chapter)
+    _translate(chapter.po, {"bb000001": "# 1. 示例"})
+    assert build(chapter) == []
+    nb = nbformat.read(chapter.translated, as_version=4)
+    nbformat.validate(nb)  # a valid notebook, cell ids included
+    nb.cells[3].source = "import torch\n\n" + nb.cells[3].source  # for this test only
+    monkeypatch.delenv("COURSE_LANG", raising=False)
+    NotebookClient(nb, km=_kernel_manager(), timeout=120,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    text = ["".join(out.get("text", "") for out in cell.get("outputs", [])) for cell in nb["cells"]]
+    assert text[2] == "[expected error] KeyError: 'fc.weight'\n"
+    assert text[3] == ("[expected error] ExerciseError: 对一批 8 张图像，your net 返回了 4 行；"
+                       "请保留批次维\n")
