@@ -12,10 +12,11 @@ Verdict tags (``[OK]``, ``[TODO]``, ``[TRY AGAIN]``, ``[expected error]``) stay 
 
 The catalog is ``helpers/locale/zh/LC_MESSAGES/helpers.po``, compiled to ``helpers.mo`` next to
 it; both are committed (a non-editable install from git ships the ``.mo`` as package data).
-Maintainers refresh them with Babel (requirements-dev.txt), from the repository root::
+Maintainers refresh them with Babel (requirements-dev.txt), from the repository root, then fill
+the new or fuzzy entries of the .po and compile again (tests/test_i18n.py checks all three)::
 
-    pybabel extract -F babel.cfg -o build/helpers.pot .
-    pybabel update -i build/helpers.pot -d helpers/locale -D helpers -l zh
+    pybabel extract -F babel.cfg --no-wrap -o build/helpers.pot .
+    pybabel update -i build/helpers.pot -d helpers/locale -D helpers -l zh --no-wrap --ignore-obsolete
     pybabel compile -d helpers/locale -D helpers
 """
 
