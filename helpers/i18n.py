@@ -15,7 +15,7 @@ it; both are committed (a non-editable install from git ships the ``.mo`` as pac
 Maintainers refresh them with Babel (requirements-dev.txt), from the repository root, then fill
 the new or fuzzy entries of the .po and compile again (tests/test_i18n.py checks all three)::
 
-    pybabel extract -F babel.cfg --no-wrap -o build/helpers.pot .
+    pybabel extract -F babel.cfg -k N_ --no-wrap -o build/helpers.pot .
     pybabel update -i build/helpers.pot -d helpers/locale -D helpers -l zh --no-wrap --ignore-obsolete
     pybabel compile -d helpers/locale -D helpers
 """
@@ -105,6 +105,15 @@ def _(message: str) -> str:
     'missing'
     """
     return translations(language()).gettext(message)
+
+
+def N_(message: str) -> str:
+    """Mark a message for the catalog without translating it yet (a text fixed at import time,
+    e.g. a checker's TODO, is translated where it is printed: ``_(todo)``).
+
+    >>> TODO = N_("Write double(x).")
+    """
+    return message
 
 
 def ngettext(singular: str, plural: str, n: int) -> str:

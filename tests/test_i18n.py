@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from babel.messages.catalog import Catalog
-from babel.messages.extract import extract_from_file
+from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_file
 from babel.messages.mofile import read_mo
 from babel.messages.pofile import read_po
 
@@ -19,6 +19,8 @@ from helpers.i18n import _, ngettext, set_language
 ROOT = Path(__file__).resolve().parents[1]
 PO = ROOT / "helpers" / "locale" / "zh" / "LC_MESSAGES" / "helpers.po"
 MO = PO.with_suffix(".mo")
+#: What `pybabel extract -k N_` looks for (helpers/i18n.py): the default keywords and N_.
+KEYWORDS = {**DEFAULT_KEYWORDS, "N_": None}
 PERCENT = re.compile(r"%(?:\([^)]*\))?[#0 +-]*(?:\*|\d+)?(?:\.\d+)?[diouxXeEfFgGcrsa%]")
 
 
@@ -33,11 +35,12 @@ def _follow_the_environment(monkeypatch):
 # The checks, as functions of a catalog, so that each is shown to fail on a bad one -----------
 
 def source_messages() -> dict[str, tuple[str, int]]:
-    """Every message the helpers pass to _() / ngettext(), with where it is (Babel's extractor,
-    the one `pybabel extract` runs over babel.cfg's helpers/**.py)."""
+    """Every message the helpers pass to _() / ngettext() / N_(), with where it is (Babel's
+    extractor, the one `pybabel extract` runs over babel.cfg's helpers/**.py)."""
     found: dict[str, tuple[str, int]] = {}
     for path in sorted((ROOT / "helpers").rglob("*.py")):
-        for lineno, message, _comments, _context in extract_from_file("python", str(path)):
+        for lineno, message, _comments, _context in extract_from_file("python", str(path),
+                                                                      keywords=KEYWORDS):
             key = message[0] if isinstance(message, tuple) else message
             found.setdefault(key, (path.relative_to(ROOT).as_posix(), lineno))
     return found
