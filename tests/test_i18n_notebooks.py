@@ -5,6 +5,7 @@ untranslated cells are listed; the real chapters are checked wherever a translat
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -166,6 +167,16 @@ def test_a_dropped_tool_directive_fails(translated):
     assert [(p.kind, p.cell_id) for p in check(translated)] == [("code differs", "aa000005")]
 
 
+def test_a_dropped_cell_tag_fails(translated):
+    nb = json.loads(translated.english.read_text(encoding="utf-8"))
+    nb["cells"][2]["metadata"]["tags"] = ["raises-exception"]
+    _write(translated.english, nb)
+    assert [str(p) for p in check(translated)] == [
+        "01_demo: cell aa000003 tags differ ([] instead of the English ['raises-exception']: run "
+        "build): 'y = x + 1'"]
+    assert build(translated) == [] and check(translated) == []
+
+
 def test_a_comment_only_change_in_the_chinese_notebook_passes(translated):
     _edit_translated(translated, "aa000002", "# 两个 0", "# 两个零（形状为 (2,)）")
     _edit_translated(translated, "aa000003", "y = x + 1", "y = x + 1  # 加 1")
@@ -196,6 +207,8 @@ def test_extract_is_stable_and_keeps_deleted_cells_as_obsolete(translated):
     before = translated.po.read_bytes()
     assert extract(translated) == {"translated": 3, "stale": 0, "missing": 0, "obsolete": 0}
     assert translated.po.read_bytes() == before, "an unchanged chapter rewrites no byte"
+    assert re.search(r'^"PO-Revision-Date: \d{4}-\d\d-\d\d \d\d:\d\d\+0000\\n"$',
+                     before.decode(), re.M)
     nb = json.loads(translated.english.read_text(encoding="utf-8"))
     nb["cells"] = [c for c in nb["cells"] if c["id"] != "aa000004"]
     _write(translated.english, nb)

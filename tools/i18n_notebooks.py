@@ -39,6 +39,7 @@ import sys
 import tokenize
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,11 @@ def code_tokens(source: str) -> list[tuple[Any, ...]]:
     return kept
 
 
+def tags(cell: dict[str, Any]) -> list[str]:
+    """The cell's tags (they steer nbval and the clients, so both editions carry the same)."""
+    return list(cell.get("metadata", {}).get("tags", []))
+
+
 def needs_translation(cell: dict[str, Any]) -> bool:
     """Markdown cells with text, and code cells with comments, get a translation entry."""
     source = source_of(cell)
@@ -195,6 +201,7 @@ class Translations:
 
     entries: dict[str, Entry]
     obsolete: list[Entry]
+    revised: str | None = None  # the header's PO-Revision-Date (a PO editor updates it)
 
 
 def _previous_ids(text: str) -> dict[str, str]:
@@ -237,7 +244,8 @@ def read_translations(path: Path) -> Translations:
                                      " ".join(message.auto_comments))
     obsolete = [Entry(str(m.context), str(m.id), str(m.string or ""), note=" ".join(m.auto_comments))
                 for m in catalog.obsolete.values() if m.context]
-    return Translations(entries, obsolete)
+    revised = re.search(r'^"PO-Revision-Date: ([^"\\]*)\\n"$', text, re.M)
+    return Translations(entries, obsolete, revised.group(1) if revised else None)
 
 
 def _po_text(keyword: str, text: str, prefix: str = "") -> list[str]:
@@ -249,9 +257,11 @@ def _po_text(keyword: str, text: str, prefix: str = "") -> list[str]:
 
 
 def write_translations(path: Path, lang: str, translations: Translations) -> None:
-    """Write a chapter's PO file in GNU gettext's layout, without dates (no churn)."""
+    """Write a chapter's PO file in GNU gettext's layout (the revision date kept: no churn)."""
     name = LANGUAGE_NAMES[lang]
+    revised = translations.revised or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M+0000")
     header = {"Project-Id-Version": "pytorch-model-engineering notebooks",
+              "PO-Revision-Date": revised,
               "Report-Msgid-Bugs-To": "https://github.com/pytorch-model-engineering/course/issues",
               "Last-Translator": "the course authors", "Language-Team": f"{name} (the course authors)",
               "Language": lang, "MIME-Version": "1.0", "Content-Type": "text/plain; charset=UTF-8",
@@ -311,7 +321,7 @@ def extract(chapter: Chapter, lang: str = "zh") -> dict[str, int]:
     counts["obsolete"] = len(obsolete)
     obsolete += [e for e in old.obsolete if e.cell_id not in entries
                  and e.cell_id not in {o.cell_id for o in obsolete}]
-    write_translations(chapter.po, lang, Translations(entries, obsolete))
+    write_translations(chapter.po, lang, Translations(entries, obsolete, old.revised))
     return counts
 
 
@@ -420,6 +430,10 @@ def check(chapter: Chapter, lang: str = "zh") -> list[Problem]:
         elif reference is None or reference["cell_type"] != cell["cell_type"]:
             problems.append(Problem("extra cell", chapter.name, cell_id, first_line(source),
                                     "not in the English notebook: run build"))
+        elif tags(cell) != tags(reference):
+            problems.append(Problem("tags differ", chapter.name, cell_id, first_line(source),
+                                    f"{tags(cell)} instead of the English {tags(reference)}: "
+                                    f"run build"))
         elif cell["cell_type"] == "code":
             if code_tokens(source) != code_tokens(source_of(reference)):
                 problems.append(Problem("code differs", chapter.name, cell_id,
