@@ -6,6 +6,9 @@ exit code 0: the job finished
 >>> job.ok, job.stdout.splitlines()[-1]
 (True, 'done: ...')
 
+``start_torchrun`` starts the same job in the background and returns it; ``job.wait()`` later
+collects it (a notebook goes on meanwhile).
+
 ``torchrun`` is ``python -m torch.distributed.run``. The job runs with the interpreter of this
 process (``sys.executable``), so it uses the same environment as the notebook, whatever the
 ``PATH`` says. A job that fails, or runs past its timeout, raises ``LaunchError`` with the exit
@@ -20,6 +23,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -151,20 +155,101 @@ def _stop(job: subprocess.Popen[str], marker: str, grace: float = STOP_GRACE) ->
         job.wait(timeout=5)
 
 
-def _output(job: subprocess.Popen[str]) -> tuple[str, str]:
-    """What the stopped job wrote; never blocks on a pipe a stray process still holds open."""
-    try:
-        return job.communicate(timeout=5)
-    except subprocess.TimeoutExpired:
-        for stream in (job.stdout, job.stderr):
-            with contextlib.suppress(OSError):
-                stream.close()  # type: ignore[union-attr]
-        return "", "(its output could not be read: a process of the job kept it open)"
-
-
 def _tail(text: str, lines: int) -> str:
     kept = text.rstrip().splitlines()[-lines:]
     return "\n".join("    " + line for line in kept) or "    (no output)"
+
+
+class TorchrunJob:
+    """A torchrun job that ``start_torchrun`` started and that runs in the background.
+
+    ``wait()`` waits for it, prints its exit code and returns a ``JobResult``, or raises
+    ``LaunchError`` (failed, or still running ``timeout`` seconds after the start: then it is
+    stopped). ``stop()`` ends it early, workers included.
+
+    >>> job = start_torchrun("helpers.pipeline", ["--device", "cpu"], nproc_per_node=2)
+    torchrun --standalone --nproc-per-node=2 -m helpers.pipeline --device cpu
+    >>> job.wait().ok  # doctest: +SKIP
+    exit code 0: the job finished
+    True
+    """
+
+    def __init__(self, command: list[str], *, timeout: float, cwd: str | Path | None,
+                 quiet: bool) -> None:
+        self.command, self.shown, self.quiet = command, _shown(command), quiet
+        self.timeout = timeout
+        self._result: JobResult | None = None
+        # A session of its own, so that a timeout stops torchrun and every worker it started, and
+        # a marker in the environment, which finds the workers that left that session. The
+        # output goes to temporary files: a pipe that nobody reads would block a chatty job.
+        self._marker = uuid.uuid4().hex
+        self._out = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
+        self._err = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
+        self._deadline = time.monotonic() + timeout
+        self._process = subprocess.Popen(
+            command, stdout=self._out, stderr=self._err, stdin=subprocess.DEVNULL, text=True,
+            cwd=cwd, env={**os.environ, JOB_MARKER: self._marker},
+            start_new_session=hasattr(os, "killpg"))
+
+    def running(self) -> bool:
+        """True while torchrun has not exited."""
+        return self._process.poll() is None
+
+    def _output(self) -> tuple[str, str]:
+        texts = []
+        for stream in (self._out, self._err):
+            stream.seek(0)
+            texts.append(stream.read())
+            stream.close()
+        return texts[0], texts[1]
+
+    def stop(self) -> None:
+        """Stop torchrun and every worker of the job (SIGTERM, then SIGKILL)."""
+        _stop(self._process, self._marker)
+
+    def wait(self, *, tail: int = 15) -> JobResult:
+        """Wait for the job, print its exit code and return what it left (see the class)."""
+        if self._result is not None:
+            return self._result
+        try:
+            self._process.wait(timeout=max(0.0, self._deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.stop()
+            stdout, stderr = self._output()
+            raise LaunchError(f"the job ran longer than {self.timeout:g} s and was stopped: "
+                              f"{self.shown}\nits last output:\n{_tail(stdout + stderr, tail)}\n"
+                              f"Give it a larger timeout, or less work (fewer epochs).") from None
+        except BaseException:  # e.g. KeyboardInterrupt (the notebook's stop button): no orphans
+            self.stop()
+            raise
+        stdout, stderr = self._output()
+        result = JobResult(self.command, self._process.returncode, stdout, stderr, self.shown)
+        if not result.ok:
+            workers, cause = _workers_output(stderr)
+            output = workers if workers.strip() else stdout
+            raise LaunchError(f"the job failed with exit code {result.returncode}: {self.shown}\n"
+                              f"{cause}its last lines of output:\n{_tail(output, tail)}")
+        if not self.quiet:
+            print("exit code 0: the job finished", flush=True)
+        self._result = result
+        return result
+
+
+def start_torchrun(module: str, args: Sequence[str] = (), *, nproc_per_node: int = 2,
+                   timeout: float = 600, cwd: str | Path | None = None,
+                   quiet: bool = False) -> TorchrunJob:
+    """Start ``module`` under torchrun in the background and print the command; return the job.
+
+    The notebook (or test) goes on while the job runs; ``job.wait()`` collects it. ``timeout``
+    counts from the start.
+
+    >>> job = start_torchrun("helpers.pipeline", ["--device", "cpu"], nproc_per_node=2)
+    torchrun --standalone --nproc-per-node=2 -m helpers.pipeline --device cpu
+    """
+    command = torchrun_command(module, args, nproc_per_node=nproc_per_node)
+    if not quiet:
+        print(_shown(command), flush=True)
+    return TorchrunJob(command, timeout=timeout, cwd=cwd, quiet=quiet)
 
 
 def run_torchrun(module: str, args: Sequence[str] = (), *, nproc_per_node: int = 2,
@@ -181,37 +266,10 @@ def run_torchrun(module: str, args: Sequence[str] = (), *, nproc_per_node: int =
     exit code 0: the job finished
     True
     """
-    command = torchrun_command(module, args, nproc_per_node=nproc_per_node)
-    shown = _shown(command)
-    if not quiet:
-        print(shown, flush=True)
-    # A session of its own, so that a timeout stops torchrun and every worker it started, and a
-    # marker in the environment, which finds the workers that left that session.
-    marker = uuid.uuid4().hex
-    env = {**os.environ, JOB_MARKER: marker}
-    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           cwd=cwd, env=env, start_new_session=hasattr(os, "killpg"))
-    try:
-        stdout, stderr = job.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _stop(job, marker)
-        stdout, stderr = _output(job)
-        raise LaunchError(f"the job ran longer than {timeout:g} s and was stopped: {shown}\n"
-                          f"its last output:\n{_tail(stdout + stderr, tail)}\nGive it a larger "
-                          f"timeout, or less work (fewer epochs).") from None
-    except BaseException:  # e.g. KeyboardInterrupt (the notebook's stop button): no orphans
-        _stop(job, marker)
-        raise
-    done = subprocess.CompletedProcess(command, job.returncode, stdout, stderr)
-    result = JobResult(command, done.returncode, done.stdout, done.stderr, shown)
-    if not result.ok:
-        workers, cause = _workers_output(done.stderr or "")
-        output = workers if workers.strip() else (done.stdout or "")
-        raise LaunchError(f"the job failed with exit code {done.returncode}: {shown}\n"
-                          f"{cause}its last lines of output:\n{_tail(output, tail)}")
-    if not quiet:
-        print("exit code 0: the job finished", flush=True)
-    return result
+    job = start_torchrun(module, args, nproc_per_node=nproc_per_node, timeout=timeout, cwd=cwd,
+                         quiet=quiet)
+    return job.wait(tail=tail)
 
 
-__all__ = ["JobResult", "LaunchError", "run_torchrun", "torchrun_command"]
+__all__ = ["JobResult", "LaunchError", "TorchrunJob", "run_torchrun", "start_torchrun",
+           "torchrun_command"]

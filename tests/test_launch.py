@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.launch import LaunchError, run_torchrun, torchrun_command
+from helpers.launch import LaunchError, run_torchrun, start_torchrun, torchrun_command
 
 # Workers that need no torch, so a job takes about as long as torchrun's own start.
 OK = """
@@ -19,6 +19,11 @@ import os, sys
 if os.environ["RANK"] == "1":
     print("rank 1: something went wrong here", file=sys.stderr, flush=True)
     sys.exit(3)
+"""
+CHATTY = """
+import os
+for i in range(20000):  # far more than a pipe holds: nobody reads it while the job runs
+    print(f"rank {os.environ['RANK']} line {i} " + "x" * 40)
 """
 SLEEPS = """
 import os, pathlib, time
@@ -92,3 +97,27 @@ def test_a_job_past_its_timeout_is_stopped_with_its_workers(tmp_path):
     for pid in pids:  # the workers went down with torchrun
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_a_background_job_runs_while_the_caller_goes_on(tmp_path, capsys):
+    module = _module(tmp_path, "job_chatty", CHATTY)
+    job = start_torchrun(module, nproc_per_node=2, cwd=tmp_path, timeout=120)
+    assert capsys.readouterr().out == "torchrun --standalone --nproc-per-node=2 -m job_chatty\n"
+    deadline = time.monotonic() + 120
+    while job.running() and time.monotonic() < deadline:  # finishes with nobody reading
+        time.sleep(0.2)
+    assert not job.running(), "the job blocked on its own output"
+    result = job.wait()
+    assert result.ok and result.stdout.count("\n") == 40000
+    assert job.wait() is result  # collected once
+    assert capsys.readouterr().out == "exit code 0: the job finished\n"
+
+
+def test_a_background_job_past_its_timeout_is_stopped_when_waited_for(tmp_path):
+    module = _module(tmp_path, "job_sleeps_bg", SLEEPS)
+    job = start_torchrun(module, nproc_per_node=2, cwd=tmp_path, timeout=6, quiet=True)
+    time.sleep(1)
+    assert job.running()
+    with pytest.raises(LaunchError, match=r"ran longer than 6 s and was stopped"):
+        job.wait()
+    assert not job.running()
