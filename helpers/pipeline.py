@@ -13,8 +13,13 @@ Each epoch rank 0 writes ``last.pt`` (and ``best.pt`` when validation accuracy i
 With ``--checkpoint-format dcp`` every rank writes its part of the folders ``last`` and ``best``
 (``save_sharded``). ``--resume`` continues from ``last.pt`` (or ``last``). Rank 0 locks the
 folder, so a second run on the same ``--checkpoint-dir`` is refused instead of overwriting this
-one's files. Ctrl-C or SIGTERM stops
-the run between two atomic saves, so the last complete checkpoint stays intact.
+one's files. Ctrl-C or SIGTERM stops the run between two atomic saves, so the last complete
+checkpoint stays intact.
+
+Epochs: what the script prints counts from 1 ("resumed from runs/x/last.pt: 3 epochs done, next
+epoch 4 of 6"). Inside, epochs are ``fit``'s 0-based indices: a checkpoint's ``epoch`` is the index
+of the last finished epoch, and ``start_epoch`` (``epoch + 1``) is both the index of the next one
+and the number of epochs done.
 """
 
 from __future__ import annotations
@@ -93,6 +98,22 @@ def _seed(text: str) -> int:
     if not text.strip().isascii() or not 0 <= value < 2**32:  # what NumPy's seed accepts
         raise argparse.ArgumentTypeError(f"expected a seed from 0 to 2**32 - 1, got {text!r}")
     return value
+
+
+def _done(epochs: int) -> str:
+    return f"{epochs} epoch{'' if epochs == 1 else 's'} done"
+
+
+def resumed_at(start_epoch: int, epochs: int) -> str:
+    """Where a resumed run stands, counted from 1; ``start_epoch`` is fit's 0-based index of the
+    next epoch, which is also the number of epochs done.
+
+    >>> resumed_at(3, 6)
+    '3 epochs done, next epoch 4 of 6'
+    """
+    if start_epoch >= epochs:
+        return f"{_done(start_epoch)} of {epochs}, nothing left to train"
+    return f"{_done(start_epoch)}, next epoch {start_epoch + 1} of {epochs}"
 
 
 def checkpoint_paths(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -214,7 +235,7 @@ def _resume_state(state: dict[str, Any], last: Path) -> dict[str, Any]:
         raise CheckpointError(last, str(exc), advice) from None
     if len(history) > state["start_epoch"]:
         raise CheckpointError(last, f"its history has {len(history)} epochs, but the checkpoint "
-                                    f"is after epoch {state['epoch']}", advice)
+                                    f"says {_done(state['start_epoch'])}", advice)
     return {**state, "history": history}
 
 
@@ -255,7 +276,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
                 f"--resume: {last} belongs to a run planned for {planned} epochs (its one-cycle "
                 f"learning-rate schedule ends there), but --epochs is {args.epochs}. Resume with "
                 f"--epochs {planned}; to train longer, fine-tune from its weights in a new run "
-                f"(chapter 4, section 9 shows how).")
+                f"(chapter 4, section \"Continue training\", shows how).")
         if scheduler.total_steps != planned_steps:
             raise ResumeRefused(
                 f"--resume: {last} plans its learning-rate schedule for {scheduler.total_steps} "
@@ -265,7 +286,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         start_epoch, best_acc = state["start_epoch"], state["best_acc"]
         history = state["history"]
         if is_main_process():
-            print(f"resumed from {last} at epoch {start_epoch}/{args.epochs}")
+            print(f"resumed from {last}: {resumed_at(start_epoch, args.epochs)}")
     wrapped: nn.Module = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP

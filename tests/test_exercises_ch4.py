@@ -299,6 +299,9 @@ def test_torchrun_right_answers(capsys):
                "--module", "helpers.pipeline", "--device=cpu", "--num-classes=5", "--epochs=5",
                "--checkpoint-dir=runs/ch4/ex4/"]
     assert check_torchrun_command(as_list, **GOAL)
+    capsys.readouterr()
+    assert check_torchrun_command(f"{RIGHT} --checkpoint-format dcp", **GOAL)  # also right
+    assert capsys.readouterr().out.rstrip().endswith("every rank writes its part of runs/ch4/ex4/last")
 
 
 @pytest.mark.parametrize("command, message", [

@@ -14,7 +14,7 @@ import torch
 
 from helpers.checkpoint import load_weights
 from helpers.models import TinyResNet
-from helpers.pipeline import parse_args
+from helpers.pipeline import parse_args, resumed_at
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--width", "32", "--depth", "1", "--quiet", "--seed", "0"]
@@ -86,7 +86,9 @@ def test_sigkill_mid_training_then_resume_matches_an_uninterrupted_run(tmp_path)
     epoch_at_kill = torch.load(crashed / "last.pt", weights_only=True)["epoch"]
     assert epoch_at_kill < 5
     resumed = _pipeline(*args, "--checkpoint-dir", crashed, "--resume")
-    assert f"resumed from {crashed / 'last.pt'} at epoch {epoch_at_kill + 1}/6" in resumed.stdout
+    done = epoch_at_kill + 1  # the checkpoint's epoch is fit's 0-based index; prints count from 1
+    epochs_done = f"{done} epoch{'' if done == 1 else 's'} done"
+    assert f"resumed from {crashed / 'last.pt'}: {epochs_done}, next epoch {done + 1} of 6" in resumed.stdout
     straight, after = _weights(tmp_path / "straight" / "last.pt"), _weights(crashed / "last.pt")
     assert straight.keys() == after.keys()
     for key in straight:
@@ -133,6 +135,13 @@ def test_resume_with_another_epoch_count_says_what_to_do(tmp_path):
                        *SMALL, check=False)
     assert result.returncode != 0
     assert "planned for 1 epochs" in result.stderr and "Resume with --epochs 1" in result.stderr
+    assert 'chapter 4, section "Continue training", shows how' in result.stderr
+
+
+def test_a_resume_says_epochs_done_and_the_next_one_counted_from_1():
+    assert resumed_at(3, 6) == "3 epochs done, next epoch 4 of 6"  # start_epoch 3: indices 0-2 done
+    assert resumed_at(1, 3) == "1 epoch done, next epoch 2 of 3"
+    assert resumed_at(6, 6) == "6 epochs done of 6, nothing left to train"
 
 
 def test_resume_without_a_checkpoint_says_what_to_do(tmp_path):

@@ -110,9 +110,12 @@ def check_torchrun_command(command: str | Sequence[str], *, processes: int, num_
             f"--checkpoint-dir is {args.checkpoint_dir.as_posix()}; the exercise asks for "
             f"{checkpoint_dir}")
     require(not args.resume, "--resume continues an earlier run; this one starts from scratch")
+    folder = Path(checkpoint_dir).as_posix()
+    writes = (f"every rank writes its part of {folder}/last" if args.checkpoint_format == "dcp"
+              else f"rank 0 writes {folder}/last.pt")
     return passed(f"torchrun starts {processes} processes on this machine; each runs "
                   f"helpers.pipeline on the CPU for {num_classes} classes, {epochs} epochs, and "
-                  f"rank 0 writes {Path(checkpoint_dir).as_posix()}/last.pt")
+                  f"{writes}")
 
 
 # Exercise 5 ------------------------------------------------------------------------------------
