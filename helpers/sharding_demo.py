@@ -4,8 +4,10 @@
 
 Each rank holds only its slice of every parameter (a ``DTensor`` sharded on dim 0), trains a few
 epochs on the digits and writes ``OUT/last`` with ``save_sharded`` after each epoch: every rank its
-own ``__R_0.distcp``, rank 0 the ``.metadata``. Rank 0 also writes ``OUT/full_weights.pt`` (the
-gathered full weights, to compare with) and ``OUT/report.json`` (what each rank held and wrote).
+own ``__R_0.distcp``, rank 0 the ``.metadata``. The ``epoch`` saved there is the 0-based index of
+the epoch just finished, as ``fit`` counts (``load_sharded`` returns ``start_epoch`` = epochs
+done). Rank 0 also writes ``OUT/full_weights.pt`` (the gathered full weights, to compare with) and
+``OUT/report.json`` (what each rank held and wrote).
 ``--check-resume`` then rebuilds the model, loads ``last`` and trains once more on both copies:
 they must agree bit for bit.
 
