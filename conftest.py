@@ -21,6 +21,9 @@ SANITIZE_DEVICES = ROOT / "notebooks" / "sanitize-devices.cfg"
 # Kernels inherit the environment of the pytest process: set it before any kernel starts.
 os.environ.setdefault("COURSE_DEVICE", "cpu")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The English notebooks' outputs are English: a COURSE_LANG=zh exported in the shell must not
+# turn the helpers' messages Chinese under the strict comparison.
+os.environ.pop("COURSE_LANG", None)
 
 # Widget views carry a random model_id and HTML reprs embed ids; compare text/plain instead.
 NBVAL_SKIP_COMPARE = (

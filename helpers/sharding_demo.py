@@ -13,6 +13,10 @@ they must agree bit for bit.
 
 >>> run_torchrun("helpers.sharding_demo", ["--out", "runs/sharded"], nproc_per_node=2).ok
 True
+
+FSDP2 on CPU (gloo) runs on torch 2.11, 2.14 and 2.15 (measured); torch 2.6's FSDP2 calls
+``Stream.record_event``, which its CPU stream lacks, so on torch < 2.7 the demo stops with a
+message instead of a traceback from every rank.
 """
 
 from __future__ import annotations
@@ -32,6 +36,17 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from helpers.checkpoint.sharded import load_sharded, save_sharded
+
+FSDP2_CPU_MIN_TORCH = (2, 7)
+
+
+def fsdp2_cpu_problem() -> str | None:
+    """Why FSDP2 cannot run on CPU with this torch, or None. ``fsdp2_cpu_problem() is None``"""
+    major, minor = (int(part) for part in torch.__version__.split(".")[:2])
+    if (major, minor) < FSDP2_CPU_MIN_TORCH:
+        return (f"FSDP2 on CPU needs torch >= 2.7 (this is torch {torch.__version__}, whose FSDP2 "
+                "needs a CUDA stream); upgrade torch, or run on GPUs")
+    return None
 
 
 def shard_model(model: nn.Module, mesh: Any) -> nn.Module:
@@ -99,6 +114,9 @@ def _epoch(model: nn.Module, optimizer: Any, scheduler: Any, loader: Any, sample
 
 
 def main(argv: list[str] | None = None) -> int:
+    problem = fsdp2_cpu_problem()
+    if problem:
+        raise SystemExit(f"error: {problem}")
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
     from torch.distributed.device_mesh import init_device_mesh
 
