@@ -19,6 +19,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from helpers.anatomy import parts_from_dict, parts_from_summary
+
 #: Box colours: (face, edge).
 _BLUE = ("#dbe9f6", "#2b6cb0")
 _GREEN = ("#dff3e4", "#2f855a")
@@ -238,83 +240,6 @@ _PARTS = (
 )
 
 
-def _cut(text: str, width: int = 30) -> str:
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def _short(value: Any, width: int = 34) -> str:
-    return _cut(f"{value:.4g}" if isinstance(value, float) else repr(value), width)
-
-
-def _parts_from_dict(checkpoint: Mapping[str, Any]) -> dict[str, str]:
-    parts: dict[str, str] = {}
-    model = checkpoint.get("model", checkpoint.get("model_state_dict"))
-    if isinstance(model, Mapping):
-        values = sum(getattr(t, "numel", lambda: 0)() for t in model.values())
-        first = _cut(str(next(iter(model), "")))
-        parts["model"] = f"state_dict: {len(model)} tensors\n{values:,} values\nfirst: {first}"
-    optimizer = checkpoint.get("optimizer", checkpoint.get("optimizer_state_dict"))
-    if isinstance(optimizer, Mapping):
-        groups = optimizer.get("param_groups", [])
-        lr = groups[0].get("lr") if groups else None
-        parts["optimizer"] = (f"state for {len(optimizer.get('state', {}))} tensors\n"
-                              f"{len(groups)} param group(s)" + (f", lr {lr:.3g}" if lr else ""))
-    if isinstance(checkpoint.get("scheduler"), Mapping):
-        steps = checkpoint["scheduler"].get("last_epoch")
-        parts["scheduler"] = (f"stepped {'once' if steps == 1 else f'{steps} times'}\n"
-                              f"(its last_epoch)" if isinstance(steps, int)
-                              else f"last_epoch {steps!r}")
-    if isinstance(checkpoint.get("scaler"), Mapping):
-        scale = checkpoint["scaler"].get("scale")
-        parts["scaler"] = f"scale {scale:g}" if isinstance(scale, (int, float)) else "saved"
-    if "epoch" in checkpoint:
-        epoch = checkpoint["epoch"]
-        if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0:
-            # the file stores fit's 0-based index of the last finished epoch; people count from 1
-            parts["epoch"] = f"epochs done: {epoch + 1}\nnext epoch: {epoch + 2}"
-        else:
-            parts["epoch"] = f"{_short(epoch)}\n(cannot resume)"
-    if isinstance(checkpoint.get("rng"), Mapping):
-        parts["rng"] = "generators:\n" + ", ".join(map(str, checkpoint["rng"]))
-    known = {"model", "model_state_dict", "optimizer", "optimizer_state_dict", "scheduler",
-             "scaler", "epoch", "rng", "format"}
-    best = [f"{k} = {_short(v)}" for k, v in checkpoint.items() if str(k).startswith("best")]
-    extras = [f"{k} = {_short(v, 24)}" for k, v in checkpoint.items()
-              if k not in known and not str(k).startswith("best")]
-    if best:
-        parts["best"] = "\n".join(best)
-    if extras:
-        parts["extras"] = "\n".join(extras[:4] + ([f"... {len(extras) - 4} more"]
-                                                  if len(extras) > 4 else []))
-    return parts
-
-
-def _parts_from_summary(summary: str) -> dict[str, str]:
-    """Parse the lines of ``helpers.checkpoint.checkpoint_summary`` ("name: text")."""
-    parts: dict[str, str] = {}
-    for line in summary.splitlines()[1:]:
-        name, sep, text = line.partition(": ")
-        if not sep:
-            continue
-        if name == "extras":
-            items = [item.strip() for item in re.split(r", (?=\w+=)", text)]
-            best = [i for i in items if i.startswith("best")]
-            rest = [i for i in items if not i.startswith("best")]
-            if best:
-                parts["best"] = "\n".join(_cut(i) for i in best)
-            if rest:
-                parts["extras"] = "\n".join(_cut(i) for i in rest[:4])
-        elif name == "epochs done":  # "epochs done: 3, next epoch: 4"
-            parts["epoch"] = line.replace(", ", "\n")
-        elif name in {key for key, _, _ in _PARTS}:
-            pieces = text.split(", ")
-            cut = next((i for i, p in enumerate(pieces) if p.startswith("first keys")), None)
-            if cut is not None:  # one first key is enough
-                pieces = [*pieces[:cut], "first: " + _cut(pieces[cut].split(": ", 1)[-1], 23)]
-            parts[name] = "\n".join(_cut(p) for p in pieces[:4])
-    return parts
-
-
 def checkpoint_anatomy(checkpoint: Mapping[str, Any] | str | os.PathLike[str]) -> Figure:
     """What a training checkpoint holds: model, optimizer, scheduler, AMP scaler, epoch, best
     metric, RNG states and extras. A part the file lacks is drawn dashed ("not saved").
@@ -334,11 +259,11 @@ def checkpoint_anatomy(checkpoint: Mapping[str, Any] | str | os.PathLike[str]) -
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         name = os.path.basename(path)
     if isinstance(checkpoint, Mapping):
-        parts = _parts_from_dict(checkpoint)
+        parts = parts_from_dict(checkpoint)
         if checkpoint.get("format"):
             name = f"{name} ({checkpoint['format']})"
     elif isinstance(checkpoint, str):
-        parts = _parts_from_summary(checkpoint)
+        parts = parts_from_summary(checkpoint)
         name = checkpoint.splitlines()[0].split(",")[0] if checkpoint.strip() else name
     else:
         raise TypeError(f"checkpoint_anatomy takes a checkpoint dict, a path or the text of "
