@@ -21,12 +21,15 @@ PYTEST_ARGS ?=
 # conftest.py supplies the sanitizer (notebooks/sanitize.cfg) and the kernel of this environment.
 NBVAL := --nbval --nbval-cell-timeout=600
 
-.PHONY: help venv venv-dev lab test test-fast test-gpu test-compat notebooks lint format bench stamp-urls clean
+.PHONY: help venv venv-dev lab test test-fast test-gpu test-compat notebooks notebooks-zh translations messages lint format bench stamp-urls clean
 
 help:
 	@echo "make lab        set up .venv and start JupyterLab on notebooks/"
 	@echo "make test       set up .venv (with test tools) and run every test and notebook (CPU)"
-	@echo "make notebooks  re-run every notebook from a clean kernel and save its outputs"
+	@echo "make notebooks  re-run every notebook from a clean kernel and save its outputs (both editions)"
+	@echo "make translations  update translations/zh/*.po from the English notebooks (then translate)"
+	@echo "make notebooks-zh  build notebooks/zh/ from the English notebooks + translations, and run them"
+	@echo "make messages   extract, update and compile the helpers' message catalog (Babel)"
 	@echo "make lint       ruff on helpers/, tests/ and the notebooks"
 	@echo "make test-gpu   the suite on a CUDA machine (COURSE_DEVICE=cuda, same outputs compared)"
 	@echo "make bench      measure course runtime, loop overhead and checkpoint I/O"
@@ -84,11 +87,32 @@ test-compat:
 	@test -n "$(TORCH)" || { echo "make test-compat needs TORCH=2.x (and PYTHON=3.x), e.g. make test-compat PYTHON=3.12 TORCH=2.11"; exit 2; }
 	$(PYTHON) -m tools.compat --python $(PYTHON) --torch $(TORCH) $(if $(IPYWIDGETS),--ipywidgets $(IPYWIDGETS),) $(COMPAT_ARGS)
 
-# `make notebooks NB=notebooks/03_saving_and_loading.ipynb` re-runs just one.
+# `make notebooks NB=notebooks/03_saving_and_loading.ipynb` re-runs just one English chapter
+# (then `make notebooks-zh` rebuilds the Chinese edition from it).
 NB ?= notebooks/*.ipynb
 notebooks: $(DEV_STAMP)
 	$(NB_ENV) MPLBACKEND=module://matplotlib_inline.backend_inline \
 		$(PY) -m tools.run_notebooks $(NB)
+	$(if $(filter notebooks/*.ipynb,$(NB)),$(MAKE) notebooks-zh,)
+
+# The Chinese edition (tools/i18n_notebooks.py): notebooks/zh/ is built from the English notebooks
+# and translations/zh/NN_name.po, then run like the English ones. `build` refuses while a
+# translation is missing or stale: `make translations` marks what changed, a translator fills it.
+ZH ?= notebooks/zh/*.ipynb
+translations: $(DEV_STAMP)
+	$(PY) -m tools.i18n_notebooks extract
+notebooks-zh: $(DEV_STAMP)
+	$(PY) -m tools.i18n_notebooks build
+	$(NB_ENV) MPLBACKEND=module://matplotlib_inline.backend_inline \
+		$(PY) -m tools.run_notebooks $(ZH)
+
+# The helpers' messages (gettext domain `helpers`, helpers/locale/): find new ones in the code,
+# merge them into each language's .po (translate the empty entries), compile the .mo it ships.
+messages: $(DEV_STAMP)
+	mkdir -p build
+	$(VENV)/bin/pybabel extract -F babel.cfg -k N_ --no-wrap -o build/helpers.pot .
+	$(VENV)/bin/pybabel update -i build/helpers.pot -d helpers/locale -D helpers -l zh --no-wrap --ignore-obsolete
+	$(VENV)/bin/pybabel compile -d helpers/locale -D helpers --statistics
 
 # Colab badges and Setup cells get pyproject.toml's [project.urls] Repository and [tool.course]
 # colab-ref (tools/stamp_urls.py; only cell sources change, a second run changes nothing).

@@ -2,7 +2,8 @@
 ``raises-exception`` tag: papermill (as Colab's and VS Code's *Run all*, it stops at the first
 uncaught exception), ``pytest --nbmake`` from the repository root, and ``jupyter nbconvert
 --execute`` without ``--allow-errors``. JupyterLab is covered by tests/test_browser.py and nbval
-by ``make test`` itself.
+by ``make test`` itself. The Chinese edition (notebooks/zh/) runs in every client as well: its
+code is the English code, but its first cell switches the helpers' language.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb")) + sorted((ROOT / "notebooks" / "zh").glob("*.ipynb"))
 BIN = Path(sys.executable).parent
 
 
@@ -33,6 +34,11 @@ def _copy_notebooks(tmp_path: Path) -> Path:
     folder = tmp_path / "notebooks"
     shutil.copytree(ROOT / "notebooks", folder, ignore=shutil.ignore_patterns("runs", ".ipynb_checkpoints"))
     return folder
+
+
+def _notebooks(folder: Path) -> list[Path]:
+    """The copied English and Chinese notebooks under ``folder``."""
+    return [folder / p.relative_to(ROOT / "notebooks") for p in NOTEBOOKS]
 
 
 def _assert_ran_clean(path: Path) -> None:
@@ -62,10 +68,10 @@ def test_no_cell_is_marked_to_raise_and_no_output_holds_a_traceback():
 @pytest.mark.slow
 def test_papermill_runs_every_notebook(tmp_path):
     folder = _copy_notebooks(tmp_path)
-    for path in sorted(folder.glob("*.ipynb")):
-        out = tmp_path / f"out-{path.name}"
+    for path in _notebooks(folder):
+        out = tmp_path / f"out-{path.parent.name}-{path.name}"
         result = subprocess.run(
-            [str(BIN / "papermill"), str(path), str(out), "--cwd", str(folder), "--no-progress-bar",
+            [str(BIN / "papermill"), str(path), str(out), "--cwd", str(path.parent), "--no-progress-bar",
              "--kernel", "python3"],
             env=_env(), capture_output=True, text=True, timeout=900)
         assert result.returncode == 0, f"papermill {path.name}:\n{result.stderr[-3000:]}"
@@ -75,15 +81,16 @@ def test_papermill_runs_every_notebook(tmp_path):
 @pytest.mark.slow
 def test_nbconvert_execute_without_allow_errors(tmp_path):
     folder = _copy_notebooks(tmp_path)
-    out_dir = tmp_path / "executed"
-    result = subprocess.run(
-        [str(BIN / "jupyter"), "nbconvert", "--to", "notebook", "--execute",
-         "--ExecutePreprocessor.timeout=900", "--output-dir", str(out_dir),
-         *map(str, sorted(folder.glob("*.ipynb")))],
-        cwd=folder, env=_env(), capture_output=True, text=True, timeout=1800)
-    assert result.returncode == 0, f"nbconvert --execute:\n{result.stderr[-3000:]}"
-    for path in NOTEBOOKS:
-        _assert_ran_clean(out_dir / path.name)
+    for edition in sorted({p.parent for p in _notebooks(folder)}):
+        out_dir = tmp_path / "executed" / edition.name
+        result = subprocess.run(
+            [str(BIN / "jupyter"), "nbconvert", "--to", "notebook", "--execute",
+             "--ExecutePreprocessor.timeout=900", "--output-dir", str(out_dir),
+             *map(str, sorted(edition.glob("*.ipynb")))],
+            cwd=edition, env=_env(), capture_output=True, text=True, timeout=1800)
+        assert result.returncode == 0, f"nbconvert --execute ({edition.name}):\n{result.stderr[-3000:]}"
+        for path in sorted(edition.glob("*.ipynb")):
+            _assert_ran_clean(out_dir / path.name)
 
 
 @pytest.mark.slow

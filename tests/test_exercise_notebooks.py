@@ -5,6 +5,9 @@
   has written anything.
 - The same notebook with every ``exercise`` cell replaced by ``helpers.exercises.chN.solution(n)``
   runs top to bottom and every checker prints ``[OK]``.
+
+Both hold for the Chinese edition (notebooks/zh/) too: its checkers speak Chinese, but print the
+same tags.
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 CHAPTERS = {1: "01_model_definition", 2: "02_model_modification", 3: "03_saving_and_loading",
             4: "04_full_pipeline"}
 STATUS = ("[OK]", "[TODO]", "[TRY AGAIN]")
+EDITIONS = {"en": (NOTEBOOKS, "## Exercises"), "zh": (NOTEBOOKS / "zh", "## 练习")}
+CASES = [pytest.param(edition, chapter, id=f"{edition}-{chapter}")
+         for edition in EDITIONS for chapter in sorted(CHAPTERS)
+         if (EDITIONS[edition][0] / f"{CHAPTERS[chapter]}.ipynb").exists()]
 
 
 def _text(cell) -> str:
@@ -47,13 +54,14 @@ def _status_lines(cell) -> list[str]:
     return [line for line in _text(cell).splitlines() if line.startswith(STATUS)]
 
 
-@pytest.mark.parametrize("chapter", sorted(CHAPTERS))
-def test_committed_notebook_holds_scaffolds(chapter):
-    nb = nbformat.read(NOTEBOOKS / f"{CHAPTERS[chapter]}.ipynb", as_version=4)
+@pytest.mark.parametrize(("edition", "chapter"), CASES)
+def test_committed_notebook_holds_scaffolds(edition, chapter):
+    folder, heading = EDITIONS[edition]
+    nb = nbformat.read(folder / f"{CHAPTERS[chapter]}.ipynb", as_version=4)
     pairs = _exercises(nb)
     assert len(pairs) >= 3, f"chapter {chapter} has {len(pairs)} exercise cells; at least 3 expected"
     start = next(i for i, c in enumerate(nb.cells)
-                 if c.cell_type == "markdown" and c.source.lstrip().startswith("## Exercises"))
+                 if c.cell_type == "markdown" and c.source.lstrip().startswith(heading))
     assert all(i > start for i, _ in pairs), "exercise cells belong in the Exercises section"
     for n, (_, checker) in enumerate(pairs, 1):
         lines = _status_lines(nb.cells[checker])
@@ -66,18 +74,20 @@ def test_committed_notebook_holds_scaffolds(chapter):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("chapter", sorted(CHAPTERS))
-def test_solutions_make_every_checker_pass(chapter, tmp_path):
+@pytest.mark.parametrize(("edition", "chapter"), CASES)
+def test_solutions_make_every_checker_pass(edition, chapter, tmp_path):
     from nbclient import NotebookClient
 
     solution = importlib.import_module(f"helpers.exercises.ch{chapter}").solution
-    nb = nbformat.read(NOTEBOOKS / f"{CHAPTERS[chapter]}.ipynb", as_version=4)
+    folder = EDITIONS[edition][0]
+    nb = nbformat.read(folder / f"{CHAPTERS[chapter]}.ipynb", as_version=4)
     pairs = _exercises(nb)
     for n, (index, _) in enumerate(pairs, 1):
         nb.cells[index].source = str(solution(n))
     shutil.copytree(NOTEBOOKS, tmp_path / "notebooks", ignore=shutil.ignore_patterns("runs"))
+    where = tmp_path / "notebooks" / folder.relative_to(NOTEBOOKS)
     NotebookClient(nb, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path / "notebooks")}}).execute()
+                   resources={"metadata": {"path": str(where)}}).execute()
     for n, (_, checker) in enumerate(pairs, 1):
         lines = _status_lines(nb.cells[checker])
         assert len(lines) == 1 and lines[0].startswith("[OK] "), \
