@@ -9,6 +9,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "notebooks").glob("0[1-4]_*.ipynb"))
+# The Chinese edition keeps the same links under its own heading.
+FURTHER_READING = {"notebooks": "## Further reading", "zh": "## 延伸阅读"}
+BOTH = CHAPTERS + sorted((ROOT / "notebooks" / "zh").glob("0[1-4]_*.ipynb"))
 LINK = re.compile(r"\[[^\]]+\]\((?P<url>[^)\s]+)\)")
 # Official documentation hosts; anything else in Further reading needs a reason to be there.
 HOSTS = {"docs.pytorch.org", "huggingface.co", "onnxruntime.ai", "github.com"}
@@ -20,10 +23,11 @@ def _markdown(path: Path) -> list[str]:
     return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown"]
 
 
-@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", BOTH, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_chapter_ends_with_further_reading_of_well_formed_official_links(path):
     last = _markdown(path)[-1]
-    assert last.startswith("## Further reading"), f"{path.name}: the last cell is not Further reading"
+    heading = FURTHER_READING[path.parent.name]
+    assert last.startswith(heading), f"{path.name}: the last cell is not {heading}"
     urls = [m["url"] for m in LINK.finditer(last)]
     assert len(urls) >= 4, urls
     for url in urls:
@@ -46,3 +50,14 @@ def test_the_source_article_has_one_name_introduced_in_chapter_1_with_its_link()
     assert "*the source article*" in intro and SOURCE_REPO in intro
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "## Where the course comes from" in readme and SOURCE_REPO in readme
+
+
+def test_the_chinese_edition_calls_it_the_original_and_links_it_in_chapter_1():
+    chinese = sorted((ROOT / "notebooks" / "zh").glob("0[1-4]_*.ipynb"))
+    if not chinese:
+        pytest.skip("no Chinese edition built")
+    intro = _markdown(chinese[0])[0]
+    assert "原文" in intro and SOURCE_REPO in intro and "深入浅出PyTorch" in intro
+    for path in chinese:
+        text = "\n".join(_markdown(path))
+        assert "source article" not in text.lower(), f"{path.name}: English name left in the Chinese text"
