@@ -136,6 +136,9 @@ def test_notebooks_run_from_the_installed_package(installed, tmp_path):
     folder.mkdir()
     for path in NOTEBOOKS:  # only the notebooks: no helpers/, no pyproject.toml, no conftest.py
         shutil.copy2(path, folder / path.name)
+    # One chapter of the Chinese edition: its messages come from the catalog inside the package.
+    for path in sorted((ROOT / "notebooks" / "zh").glob("01_*.ipynb")):
+        shutil.copy2(path, folder / f"zh_{path.name}")
     site = installed.resolve()
     _check_notebook(folder / "00a_installed_package_check.ipynb", [
         "import importlib, os, pkgutil, sys",
