@@ -145,3 +145,7 @@ def test_the_wheel_ships_the_compiled_message_catalogs(tmp_path):
     catalogs = sorted(n for n in names if n.startswith("helpers/locale/"))
     assert catalogs == ["helpers/locale/zh/LC_MESSAGES/helpers.mo"], catalogs
     assert "helpers/i18n.py" in names and "helpers/py.typed" in names
+    # the Chinese diagrams' font, its licence and the module that registers it
+    fonts = sorted(n for n in names if n.startswith("helpers/fonts/"))
+    assert fonts == ["helpers/fonts/NotoSansSC-course.otf", "helpers/fonts/OFL.txt",
+                     "helpers/fonts/__init__.py"], fonts
