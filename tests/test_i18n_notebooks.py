@@ -116,6 +116,9 @@ def test_extract_lists_every_cell_to_translate_and_check_names_them_missing(chap
     assert "aa000003" not in out and "aa000005" not in out and "not built" in out
     assert main(["build", "--root", str(chapter.po.parents[2])]) == 1
     assert not chapter.translated.exists(), "build refuses while cells are missing"
+    # --partial after the command (as a translator types it): written, with the English kept
+    assert main(["build", "--partial", "1", "--root", str(chapter.po.parents[2])]) == 0
+    assert chapter.translated.exists() and "## Summary" in chapter.translated.read_text(encoding="utf-8")
 
 
 def test_build_writes_the_translated_sources_and_check_passes(translated, capsys):

@@ -486,7 +486,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=ROOT, help="the repository (default: this one)")
     parser.add_argument("--partial", action="store_true",
                         help="build: keep the English text of stale or missing cells, list them")
-    args = parser.parse_args(argv)
+    # Options anywhere: `build --partial 04` as well as `--partial build 04`.
+    args = parser.parse_intermixed_args(argv)
     english = chapters(args.chapters, args.root)
     if not english:
         every = sorted((args.root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
