@@ -226,11 +226,15 @@ def test_unknown_chapters_are_refused(tmp_path, chapter):
 
 
 def test_the_real_chapters_are_in_step_with_their_translations():
-    """Every committed translation file and translated notebook is current (none yet: the
-    chapters' translations come once their English text is final)."""
-    translated = [p for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-                  if Chapter.of(p).po.exists() or Chapter.of(p).translated.exists()]
-    problems = [str(p) for path in translated for p in check(Chapter.of(path))]
+    """Every chapter has its translation and its Chinese notebook, and both are current: an
+    English cell edited since names its stale Chinese cell here; a code token changed in a
+    Chinese notebook fails here too."""
+    chapters = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert len(chapters) == 5
+    untranslated = [p.name for p in chapters
+                    if not (Chapter.of(p).po.exists() and Chapter.of(p).translated.exists())]
+    assert untranslated == [], "run `make translations`, translate, then `make notebooks-zh`"
+    problems = [str(p) for path in chapters for p in check(Chapter.of(path))]
     assert problems == []
     orphans = [p.name for p in [*(ROOT / "notebooks" / "zh").glob("*.ipynb"),
                                 *(ROOT / "translations" / "zh").glob("*.po")]
