@@ -41,6 +41,9 @@ def test_gpu_runs_mask_device_names_and_keep_the_other_rules(monkeypatch):
     assert _sanitize(cfg, CPU) == _sanitize(cfg, GPU)
     assert _sanitize(cfg, "accuracy \u22480.97 in 3.1 s") == _sanitize(cfg, "accuracy \u22480.99 in 2 s")
     assert _sanitize(cfg, "torch.Size([8, 10])") == "torch.Size([8, 10])"
+    # the Chinese edition's units
+    assert _sanitize(cfg, "\u7528\u65f6 3.1 \u79d2") == _sanitize(cfg, "\u7528\u65f6 12 \u79d2")
+    assert _sanitize(cfg, "8 \u6beb\u79d2") == _sanitize(cfg, "15\u6beb\u79d2") != "8 \u6beb\u79d2"
 
 
 def test_a_changed_shape_digit_fails_nbval(tmp_path):
