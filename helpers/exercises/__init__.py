@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from helpers.errors import short_error
+from helpers.i18n import _
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -107,20 +108,21 @@ def checker(todo: str, *, answers: tuple[str, ...] | None = None) -> Callable[[F
             try:
                 bound = signature.bind(*args, **kwargs)
             except TypeError as exc:
-                print(f"[TRY AGAIN] the checker was called with other arguments than it takes "
-                      f"({exc}); call it as in the cell of the course: {strict.__name__}{signature}")
+                print("[TRY AGAIN] " + _("the checker was called with other arguments than it takes "
+                                         "({error}); call it as in the cell of the course: "
+                                         "{call}").format(error=exc, call=f"{strict.__name__}{signature}"))
                 return None
             if any(is_scaffold(bound.arguments.get(name)) for name in names):
-                print(f"[TODO] {todo}")
+                print(f"[TODO] {_(todo)}")
                 return None
             try:
                 strict(*args, **kwargs)
             except Unanswered as exc:
-                print(f"[TODO] {exc or todo}")
+                print(f"[TODO] {_(str(exc) or todo)}")
             except ExerciseError as exc:
                 print(f"[TRY AGAIN] {exc}")
             except Exception as exc:  # the learner's code may fail in any way: explain, go on
-                print(f"[TRY AGAIN] your code raised {short_error(exc)}")
+                print("[TRY AGAIN] " + _("your code raised {error}").format(error=short_error(exc)))
             sys.stdout.flush()
             return None
 
@@ -146,8 +148,9 @@ def solution_lookup(chapter: int, solutions: Mapping[int, str]) -> Callable[[int
     def solution(n: int) -> Solution:
         """The source code of exercise ``n``'s solution (paste it into the exercise cell)."""
         if n not in solutions:
-            raise ValueError(f"chapter {chapter} has exercises {sorted(solutions)}; there is no "
-                             f"exercise {n!r}")
+            raise ValueError(_("chapter {chapter} has exercises {exercises}; there is no exercise "
+                               "{number}").format(chapter=chapter, exercises=sorted(solutions),
+                                                  number=repr(n)))
         return Solution(inspect.cleandoc(solutions[n]))
 
     solution.__qualname__ = solution.__name__ = "solution"

@@ -31,6 +31,7 @@ from helpers.exercises.common import (
     shared_entries,
 )
 from helpers.exercises.solutions import CH1 as SOLUTIONS
+from helpers.i18n import N_, _
 from helpers.models import count_parameters
 
 #: Exercise 1: the names (and layer types) the named ``nn.Sequential`` must have, in order.
@@ -50,16 +51,16 @@ def _unanswered_if_stub(model: object, todo: str) -> None:
         raise Unanswered(todo)
 
 
-TODO_SEQUENTIAL = ("Build named_net: an nn.Sequential from an OrderedDict with the layers conv, "
-                   "relu, pool, flatten, fc (Conv2d(3, ...), ReLU, AdaptiveAvgPool2d(1), Flatten, "
-                   "Linear(..., settings.num_classes)), then run this cell again")
-TODO_BLOCKS = ("Write FixedNet: copy BrokenNet and keep self.blocks in an nn.ModuleList, then "
-               "run this cell again")
-TODO_ACTIVATIONS = ("Write ActivationNet: an nn.ModuleDict with 'relu', 'gelu', 'tanh', and a "
-                    "forward(x, activation='relu') that looks the activation up by name and "
-                    "raises ValueError listing the valid names for an unknown one")
-TODO_BUDGET = ("Build budget_net = TinyResNet(settings.num_classes, width=..., depth=4) with at "
-               "most 12,000 parameters (choose the width, a multiple of 4)")
+TODO_SEQUENTIAL = (N_("Build named_net: an nn.Sequential from an OrderedDict with the layers conv, "
+                      "relu, pool, flatten, fc (Conv2d(3, ...), ReLU, AdaptiveAvgPool2d(1), Flatten, "
+                      "Linear(..., settings.num_classes)), then run this cell again"))
+TODO_BLOCKS = (N_("Write FixedNet: copy BrokenNet and keep self.blocks in an nn.ModuleList, then run "
+                  "this cell again"))
+TODO_ACTIVATIONS = (N_("Write ActivationNet: an nn.ModuleDict with 'relu', 'gelu', 'tanh', and a "
+                       "forward(x, activation='relu') that looks the activation up by name and raises "
+                       "ValueError listing the valid names for an unknown one"))
+TODO_BUDGET = (N_("Build budget_net = TinyResNet(settings.num_classes, width=..., depth=4) with at most "
+                  "12,000 parameters (choose the width, a multiple of 4)"))
 
 
 def _pool_size(pool: nn.AdaptiveAvgPool2d) -> tuple[int, int]:
@@ -79,46 +80,50 @@ def check_named_sequential(net: nn.Module, *, num_classes: int, batch: Tensor) -
     [OK] conv -> relu -> pool -> flatten -> fc, output (8, 10) for 8 images, 1 and 3 alike
     """
     require(isinstance(net, nn.Sequential),
-            f"expected an nn.Sequential, got {type(net).__name__}")
+            _("expected an nn.Sequential, got {type}").format(type=type(net).__name__))
     names = [name for name, _ in net.named_children()]
     wanted = [name for name, _ in SEQUENTIAL_LAYERS]
     require(not (names and all(name.isdigit() for name in names)),
-            f"your Sequential's layers are named {names}: numbers, not names. Pass one "
-            f"OrderedDict of (name, layer) pairs: "
-            f"nn.Sequential(OrderedDict([('conv', ...), ('relu', ...), ...]))")
-    require(names == wanted, f"your layers are named {names}; the exercise asks for {wanted}, "
-                             f"in this order")
+            _("your Sequential's layers are named {names}: numbers, not names. Pass one OrderedDict of "
+              "(name, layer) pairs: nn.Sequential(OrderedDict([('conv', ...), ('relu', ...), ...]))").format(
+                names=names))
+    require(names == wanted, _("your layers are named {names}; the exercise asks for {wanted}, in this "
+                               "order").format(names=names, wanted=wanted))
     for name, kind in SEQUENTIAL_LAYERS:
         layer = getattr(net, name)
         require(isinstance(layer, kind),
-                f"net.{name} is a {type(layer).__name__}; it should be an nn.{kind.__name__}")
+                _("net.{name} is a {type}; it should be an nn.{kind}").format(
+                    name=name, type=type(layer).__name__, kind=kind.__name__))
     in_channels = batch.shape[1]
     require(net.conv.in_channels == in_channels,
-            f"net.conv expects {net.conv.in_channels} input channels, but the images have "
-            f"{in_channels}: nn.Conv2d({in_channels}, ...)")
+            _("net.conv expects {expects} input channels, but the images have {in_channels}: "
+              "nn.Conv2d({in_channels}, ...)").format(
+                expects=net.conv.in_channels, in_channels=in_channels))
     grid = _pool_size(net.pool)
     channels = net.conv.out_channels
     if grid != (1, 1):
         flat = channels * grid[0] * grid[1]
         raise ExerciseError(
-            f"net.pool is AdaptiveAvgPool2d({net.pool.output_size}): it keeps a {grid[0]}x{grid[1]} "
-            f"grid, so Flatten gives {channels}x{grid[0]}x{grid[1]} = {flat} features per image. "
-            f"The network of section 2 pools each channel to one number: AdaptiveAvgPool2d(1), "
-            f"and then fc takes {channels} features (conv's out_channels)")
+            _("net.pool is AdaptiveAvgPool2d({output_size}): it keeps a {rows}x{cols} grid, so "
+              "Flatten gives {channels}x{rows}x{cols} = {flat} features per image. The network of "
+              "section 2 pools each channel to one number: AdaptiveAvgPool2d(1), and then fc takes "
+              "{channels} features (conv's out_channels)").format(
+                output_size=net.pool.output_size, rows=grid[0], cols=grid[1], channels=channels,
+                flat=flat))
     require(net.fc.in_features == channels,
-            f"net.fc takes {net.fc.in_features} features, but net.conv makes {channels} channels, "
-            f"which pooling to 1x1 and flattening turn into {channels} features: "
-            f"nn.Linear({channels}, settings.num_classes)")
+            _("net.fc takes {in_features} features, but net.conv makes {channels} channels, which "
+              "pooling to 1x1 and flattening turn into {channels} features: nn.Linear({channels}, "
+              "settings.num_classes)").format(in_features=net.fc.in_features, channels=channels))
     X = digits(8, like=batch)
-    out = require_logits(run_eval(net, X, what="your Sequential"), len(X), num_classes,
-                         "your Sequential")
+    out = require_logits(run_eval(net, X, what=_("your Sequential")), len(X), num_classes,
+                         _("your Sequential"))
     for size in (1, 3):
-        part = run_eval(net, X[:size], what="your Sequential")
+        part = run_eval(net, X[:size], what=_("your Sequential"))
         require(torch.allclose(part, out[:size], atol=1e-5),
-                f"the first image gets other logits in a batch of {size} than in a batch of "
-                f"{len(X)}: a layer mixes the images of a batch")
-    return passed(f"{' -> '.join(wanted)}, output {tuple(out.shape)} for {len(X)} images, 1 and "
-                  f"3 alike")
+                _("the first image gets other logits in a batch of {size} than in a batch of {n_X}: a "
+                  "layer mixes the images of a batch").format(size=size, n_X=len(X)))
+    return passed(_("{wanted}, output {shape} for {n_X} images, 1 and 3 alike").format(
+                      wanted=' -> '.join(wanted), shape=tuple(out.shape), n_X=len(X)))
 
 
 def _blocks_message(model: nn.Module, blocks: nn.Module, pairs: list[tuple[int, int]]) -> str:
@@ -126,11 +131,12 @@ def _blocks_message(model: nn.Module, blocks: nn.Module, pairs: list[tuple[int, 
     copies = len(blocks) - len({id(b) for b in blocks})
     have = count_parameters(model)
     should = have + copies * count_parameters(block)
-    return (f"model.blocks holds {len(blocks)} entries, but entries {pairs[0][0]} and "
-            f"{pairs[0][1]} are the same {type(block).__name__} object ([block] * depth repeats one "
-            f"object): the blocks share their weights, so the net has {have:,} parameters "
-            f"instead of {should:,}. Build a new block each time: "
-            f"nn.ModuleList([Bottleneck(width, width) for _ in range(depth)])")
+    return _("model.blocks holds {entries} entries, but entries {first} and {second} are the same "
+             "{type} object ([block] * depth repeats one object): the blocks share their weights, "
+             "so the net has {have:,} parameters instead of {should:,}. Build a new block each "
+             "time: nn.ModuleList([Bottleneck(width, width) for _ in range(depth)])").format(
+        entries=len(blocks), first=pairs[0][0], second=pairs[0][1], type=type(block).__name__,
+        have=have, should=should)
 
 
 def _chained_reference(model: nn.Module, blocks: nn.Module, x: Tensor) -> Tensor | None:
@@ -158,10 +164,10 @@ def check_registered_blocks(model: nn.Module, *, expected_blocks: int | None = N
     """
     _unanswered_if_stub(model, TODO_BLOCKS)
     require(isinstance(model, nn.Module) and "_modules" in vars(model),
-            f"expected an initialised nn.Module, got {type(model).__name__}; does __init__ call "
-            f"super().__init__() first?")
-    require(hasattr(model, "blocks"), "your model has no attribute `blocks`; keep the repeated "
-                                      "blocks in self.blocks")
+            _("expected an initialised nn.Module, got {type}; does __init__ call super().__init__() "
+              "first?").format(type=type(model).__name__))
+    require(hasattr(model, "blocks"), _("your model has no attribute `blocks`; keep the repeated blocks "
+                                        "in self.blocks"))
     blocks = model.blocks
     hidden = list(hidden_modules(model))
     registered = count_parameters(model)
@@ -169,52 +175,56 @@ def check_registered_blocks(model: nn.Module, *, expected_blocks: int | None = N
     if isinstance(blocks, (list, tuple, dict)):
         entries = list(blocks.values() if isinstance(blocks, dict) else blocks)
         if hidden or not all(isinstance(b, nn.Module) for b in entries):
-            kind = {list: "a plain Python list", tuple: "a plain tuple", dict: "a plain dict"}[
-                type(blocks)]
+            kind = _({list: N_("a plain Python list"), tuple: N_("a plain tuple"),
+                      dict: N_("a plain dict")}[type(blocks)])
             raise ExerciseError(
-                f"your blocks are in {kind}: parameters() does not see them, so it reports "
-                f"{registered:,} parameters instead of {registered + hidden_parameter_count(model):,}"
-                f", the optimizer would never update the blocks and state_dict() would not save "
-                f"them. Wrap the list in nn.ModuleList([...]) (or a dict in nn.ModuleDict)")
-        note = (" (they are registered with add_module; nn.ModuleList([...]) is the idiomatic "
-                "form and gives state_dict keys blocks.0, blocks.1, ...)")
+                _("your blocks are in {kind}: parameters() does not see them, so it reports "
+                  "{registered:,} parameters instead of {total:,}, the optimizer would never update the "
+                  "blocks and state_dict() would not save them. Wrap the list in nn.ModuleList([...]) "
+                  "(or a dict in nn.ModuleDict)").format(
+                    kind=kind, registered=registered, total=registered + hidden_parameter_count(model)))
+        note = _(" (they are registered with add_module; nn.ModuleList([...]) is the idiomatic "
+                 "form and gives state_dict keys blocks.0, blocks.1, ...)")
         blocks = nn.ModuleList(entries)
     else:
         require(isinstance(blocks, (nn.ModuleList, nn.Sequential)),
-                f"model.blocks is a {type(blocks).__name__}; use nn.ModuleList (or nn.Sequential)")
+                _("model.blocks is a {type}; use nn.ModuleList (or nn.Sequential)").format(
+                    type=type(blocks).__name__))
     if hidden:
         paths = ", ".join(path for path, _ in hidden)
-        raise ExerciseError(f"these modules sit in plain Python containers and are not "
-                            f"registered: {paths}. parameters() misses their "
-                            f"{hidden_parameter_count(model):,} parameters; use nn.ModuleList or "
-                            f"nn.ModuleDict for them too")
+        raise ExerciseError(_("these modules sit in plain Python containers and are not registered: "
+                              "{paths}. parameters() misses their {hidden:,} "
+                              "parameters; use nn.ModuleList or nn.ModuleDict for them too").format(
+                                paths=paths, hidden=hidden_parameter_count(model)))
     pairs = shared_entries(blocks)
     if pairs:
         raise ExerciseError(_blocks_message(model, blocks, pairs))
     if expected_blocks is not None:
         require(len(blocks) == expected_blocks,
-                f"model.blocks holds {len(blocks)} blocks; the exercise asks for {expected_blocks}")
+                _("model.blocks holds {n_blocks} blocks; the exercise asks for {expected_blocks}").format(
+                    n_blocks=len(blocks), expected_blocks=expected_blocks))
     in_channels = next((m.in_channels for m in model.modules() if isinstance(m, nn.Conv2d)), 1)
     X = digits(4, channels=in_channels)
     with count_calls({str(i): b for i, b in enumerate(blocks)}) as calls:
-        out = run_eval(model, X, what="your model")
+        out = run_eval(model, X, what=_("your model"))
     skipped = [i for i, n in calls.items() if n == 0]
-    require(not skipped, f"forward never runs block {', '.join(skipped)} (of {len(blocks)}): "
-                         f"loop over all of them: for block in self.blocks: x = block(x)")
+    require(not skipped, _("forward never runs block {skipped} (of {n_blocks}): loop over all of them: "
+                           "for block in self.blocks: x = block(x)").format(
+                             skipped=', '.join(skipped), n_blocks=len(blocks)))
     twice = [i for i, n in calls.items() if n > 1]
     if twice:
-        raise ExerciseError(f"forward runs block {twice[0]} {calls[twice[0]]} times per call; run "
-                            f"each block once, in order")
+        raise ExerciseError(_("forward runs block {twice} {calls} times per call; run each block once, "
+                              "in order").format(twice=twice[0], calls=calls[twice[0]]))
     with torch.no_grad(), eval_mode(model):
         reference = _chained_reference(model, blocks, X)
     if reference is not None and isinstance(out, Tensor) and out.shape == reference.shape:
         require(torch.allclose(out, reference, atol=1e-5),
-                "every block runs, but the output is not stem -> blocks -> head: each block must "
-                "take the previous block's output (x = block(x)), not the stem's")
+                _("every block runs, but the output is not stem -> blocks -> head: each block must take "
+                  "the previous block's output (x = block(x)), not the stem's"))
     _check_arguments(type(model))
     trainable = count_parameters(model, trainable_only=True)
-    return passed(f"{len(blocks)} blocks, {trainable:,} trainable parameters, all registered, "
-                  f"each runs once per forward{note}")
+    return passed(_("{n_blocks} blocks, {trainable:,} trainable parameters, all registered, each runs "
+                    "once per forward{note}").format(n_blocks=len(blocks), trainable=trainable, note=note))
 
 
 def _check_arguments(cls: type) -> None:
@@ -224,19 +234,20 @@ def _check_arguments(cls: type) -> None:
     except (TypeError, ValueError):  # no signature to read: nothing to check
         return
     missing = [name for name in ("width", "depth") if name not in params]
-    require(not missing, f"FixedNet no longer takes {' and '.join(missing)}; keep BrokenNet's "
-                         f"constructor: __init__(self, num_classes, *, width=16, depth=3)")
+    require(not missing, _("FixedNet no longer takes {missing}; keep BrokenNet's constructor: "
+                           "__init__(self, num_classes, *, width=16, depth=3)").format(
+                             missing=' and '.join(missing)))
     try:
         small = cls(3, width=8, depth=2)
     except Exception:  # another signature than the scaffold's: the checks above suffice
         return
     blocks = getattr(small, "blocks", [])
     require(len(blocks) == 2,
-            f"FixedNet(3, width=8, depth=2) has {len(blocks)} blocks: build range(depth) blocks, "
-            f"not a fixed number")
+            _("FixedNet(3, width=8, depth=2) has {n_blocks} blocks: build range(depth) blocks, not a "
+              "fixed number").format(n_blocks=len(blocks)))
     widths = {m.out_channels for b in blocks for m in b.modules() if isinstance(m, nn.Conv2d)}
-    require(8 in widths, f"FixedNet(3, width=8, depth=2) builds blocks of another width "
-                         f"({sorted(widths)}): use Bottleneck(width, width)")
+    require(8 in widths, _("FixedNet(3, width=8, depth=2) builds blocks of another width ({widths}): "
+                           "use Bottleneck(width, width)").format(widths=sorted(widths)))
 
 
 _ACTIVATIONS = {"relu": torch.relu, "gelu": nn.functional.gelu, "tanh": torch.tanh}
@@ -246,12 +257,14 @@ _LAYER_NAMES = {"relu": "nn.ReLU()", "gelu": "nn.GELU()", "tanh": "nn.Tanh()"}
 def _activation_dict(net: nn.Module, wanted: list[str]) -> nn.ModuleDict:
     dicts = [(name, m) for name, m in net.named_modules() if isinstance(m, nn.ModuleDict)]
     plain = [path for path, _ in hidden_modules(net)]
-    require(not plain, f"these activations sit in a plain Python dict or list: {', '.join(plain)}. "
-                       f"Use nn.ModuleDict so they are registered (PReLU, say, has parameters)")
-    require(dicts, "your net has no nn.ModuleDict; keep the activations in one, keyed by name")
+    require(not plain, _("these activations sit in a plain Python dict or list: {plain}. Use "
+                         "nn.ModuleDict so they are registered (PReLU, say, has parameters)").format(
+                           plain=', '.join(plain)))
+    require(dicts, _("your net has no nn.ModuleDict; keep the activations in one, keyed by name"))
     found = {name or "net": list(m.keys()) for name, m in dicts}
     right = [m for _, m in dicts if sorted(m.keys()) == sorted(wanted)]
-    require(right, f"your ModuleDict keys are {found}; the exercise asks for exactly {wanted}")
+    require(right, _("your ModuleDict keys are {found}; the exercise asks for exactly {wanted}").format(
+                       found=found, wanted=wanted))
     acts = right[0]
     probe = torch.linspace(-3, 3, 13)
     for key in wanted:
@@ -259,8 +272,9 @@ def _activation_dict(net: nn.Module, wanted: list[str]) -> nn.ModuleDict:
         if function is not None:
             with torch.no_grad():
                 same = torch.allclose(acts[key](probe), function(probe), atol=1e-4)
-            require(same, f"your {key!r} entry computes something else than {key} (it is "
-                          f"{type(acts[key]).__name__}); map {key!r} to {_LAYER_NAMES[key]}")
+            require(same, _("your {key!r} entry computes something else than {key} (it is {type}); map "
+                            "{key!r} to {layer}").format(
+                              key=key, type=type(acts[key]).__name__, layer=_LAYER_NAMES[key]))
     return acts
 
 
@@ -281,8 +295,8 @@ def check_activation_net(net: nn.Module, *, keys: Sequence[str], num_classes: in
     """
     _unanswered_if_stub(net, TODO_ACTIVATIONS)
     require(isinstance(net, nn.Module) and "_modules" in vars(net),
-            f"act_net should be an initialised nn.Module, got {type(net).__name__}; does "
-            f"__init__ call super().__init__() first?")
+            _("act_net should be an initialised nn.Module, got {type}; does __init__ call "
+              "super().__init__() first?").format(type=type(net).__name__))
     wanted = list(keys)
     acts = _activation_dict(net, wanted)
     X = digits(8, like=batch)
@@ -293,17 +307,17 @@ def check_activation_net(net: nn.Module, *, keys: Sequence[str], num_classes: in
         outputs[key] = require_logits(out, len(X), num_classes, f"net(X, activation={key!r})")
     for a, b in zip(wanted, wanted[1:], strict=False):
         require(not torch.equal(outputs[a], outputs[b]),
-                f"activation={a!r} and activation={b!r} give identical outputs: forward ignores "
-                f"the name. Look the activation up with self.<your ModuleDict>[activation]")
+                _("activation={a!r} and activation={b!r} give identical outputs: forward ignores the "
+                  "name. Look the activation up with self.<your ModuleDict>[activation]").format(a=a, b=b))
     if len(linears) == 2 and linears[0].in_features == X[0].numel():
         hidden, fc = linears
         for key in wanted:
             with torch.no_grad():
                 want = fc(acts[key](hidden(X.flatten(1))))
             require(torch.allclose(outputs[key], want, atol=1e-5),
-                    f"with activation={key!r} your output differs from "
-                    f"fc({key}(hidden(x.flatten(1)))): apply the activation chosen by name once, "
-                    f"between the hidden layer and the head")
+                    _("with activation={key!r} your output differs from "
+                      "fc({key}(hidden(x.flatten(1)))): apply the activation chosen by name once, "
+                      "between the hidden layer and the head").format(key=key))
     unknown = "no_such_activation"
     error: Exception | None = None
     try:
@@ -312,18 +326,19 @@ def check_activation_net(net: nn.Module, *, keys: Sequence[str], num_classes: in
     except Exception as exc:  # judged below, outside the handler, for a clean traceback
         error = exc
     require(error is not None,
-            f"net(X, activation={unknown!r}) ran without an error; an unknown name must raise "
-            f"ValueError listing the valid names, not fall back to another activation")
+            _("net(X, activation={unknown!r}) ran without an error; an unknown name must raise "
+              "ValueError listing the valid names, not fall back to another activation").format(
+                unknown=unknown))
     assert error is not None
     kind, message = type(error).__name__, str(error)
     require(isinstance(error, (KeyError, ValueError)),
-            f"an unknown name raises {kind}: {message}; raise a ValueError that lists the valid "
-            f"names instead")
+            _("an unknown name raises {kind}: {message}; raise a ValueError that lists the valid names "
+              "instead").format(kind=kind, message=message))
     require(all(k in message for k in wanted),
-            f"an unknown name raises {kind}({message}), which does not list the valid names. "
-            f"Raise ValueError(f'unknown activation {{activation!r}}; choose one of {wanted}') so "
-            f"the caller knows what to pass")
-    return passed(f"activations {wanted} all work; unknown names are refused")
+            _("an unknown name raises {kind}({message}), which does not list the valid names. Raise "
+              "ValueError(f'unknown activation {{activation!r}}; choose one of {wanted}') so the caller "
+              "knows what to pass").format(kind=kind, message=message, wanted=wanted))
+    return passed(_("activations {wanted} all work; unknown names are refused").format(wanted=wanted))
 
 
 def _widest_within(num_classes: int, depth: int, budget: int) -> tuple[int, int] | None:
@@ -349,31 +364,36 @@ def check_tiny_resnet(net: nn.Module, *, num_classes: int, depth: int, max_param
     from helpers.models import TinyResNet
 
     require(isinstance(net, TinyResNet),
-            f"expected a helpers.models.TinyResNet, got {type(net).__name__}: "
-            f"TinyResNet(settings.num_classes, width=..., depth={depth})")
+            _("expected a helpers.models.TinyResNet, got {type}: TinyResNet(settings.num_classes, "
+              "width=..., depth={depth})").format(type=type(net).__name__, depth=depth))
     require(len(net.blocks) == depth,
-            f"your net has {len(net.blocks)} blocks; the exercise asks for depth={depth}")
+            _("your net has {n_blocks} blocks; the exercise asks for depth={depth}").format(
+                n_blocks=len(net.blocks), depth=depth))
     require(net.fc.out_features == num_classes,
-            f"your net outputs {net.fc.out_features} classes; the widget asks for {num_classes}: "
-            f"pass settings.num_classes as TinyResNet's first argument")
+            _("your net outputs {out_features} classes; the widget asks for {num_classes}: pass "
+              "settings.num_classes as TinyResNet's first argument").format(
+                out_features=net.fc.out_features, num_classes=num_classes))
     in_channels = net.stem[0].in_channels
     require(in_channels == batch.shape[1],
-            f"your net expects {in_channels}-channel images, the digits have {batch.shape[1]}: "
-            f"leave in_channels at its default (1)")
+            _("your net expects {in_channels}-channel images, the digits have {shape}: leave "
+              "in_channels at its default (1)").format(in_channels=in_channels, shape=batch.shape[1]))
     total = count_parameters(net)
     width = net.fc.in_features
     if total > max_parameters:
         fit = _widest_within(num_classes, depth, max_parameters)
-        widest = (f"; the widest that fits is width={fit[0]} ({fit[1]:,} parameters)"
-                  if fit else "")
-        raise ExerciseError(f"your net (width {width}) has {total:,} parameters, over the budget "
-                            f"of {max_parameters:,}. The blocks dominate and grow with width "
-                            f"squared: choose a smaller width{widest}")
+        widest = (_("; the widest that fits is width={width} ({total:,} parameters)").format(
+            width=fit[0], total=fit[1]) if fit else "")
+        raise ExerciseError(_("your net (width {width}) has {total:,} parameters, over the budget of "
+                              "{max_parameters:,}. The blocks dominate and grow with width squared: "
+                              "choose a smaller width{widest}").format(
+                                width=width, total=total, max_parameters=max_parameters, widest=widest))
     X = digits(8, like=batch)
-    out = require_logits(run_eval(net, X, what="your TinyResNet"), len(X), num_classes,
-                         "your TinyResNet")
-    return passed(f"{depth} blocks of width {width}, {total:,} parameters (budget "
-                  f"{max_parameters:,}), output {tuple(out.shape)}")
+    out = require_logits(run_eval(net, X, what=_("your TinyResNet")), len(X), num_classes,
+                         _("your TinyResNet"))
+    return passed(_("{depth} blocks of width {width}, {total:,} parameters (budget {max_parameters:,}), "
+                    "output {shape}").format(
+                      depth=depth, width=width, total=total, max_parameters=max_parameters,
+                      shape=tuple(out.shape)))
 
 
 solution = _solution_lookup(1, SOLUTIONS)

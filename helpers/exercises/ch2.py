@@ -24,6 +24,7 @@ from helpers.exercises import ExerciseError, Unanswered, checker, passed, requir
 from helpers.exercises.common import buffer_names, device_of, differing, run_eval
 from helpers.exercises.notebook import cell_untouched, last_cell, rerun_cell, user_namespace
 from helpers.exercises.solutions import CH2 as SOLUTIONS
+from helpers.i18n import N_, _
 from helpers.models import count_parameters
 
 #: The untouched exercise 2 cell (comments aside): a learner who ran it has written nothing yet.
@@ -43,8 +44,8 @@ def _images(model: nn.Module, batch: int = 2, size: int = 32) -> Tensor:
 
 
 def _classes_message(got: int, num_classes: int) -> str:
-    return (f"your head outputs {got} classes; the widget asks for {num_classes}. Build the "
-            f"new head with settings.num_classes outputs")
+    return _("your head outputs {got} classes; the widget asks for {num_classes}. Build the "
+             "new head with settings.num_classes outputs").format(got=got, num_classes=num_classes)
 
 
 def _last_linear(head: nn.Module) -> nn.Linear | None:
@@ -90,8 +91,8 @@ def _typed_in_features(model: nn.Module) -> int | None:
     return layer.in_features
 
 
-TODO_NEW_HEAD = ("Replace None by a new nn.Linear head: exercise_net.fc = nn.Linear(...), "
-                 "in_features read from the old head, settings.num_classes outputs")
+TODO_NEW_HEAD = (N_("Replace None by a new nn.Linear head: exercise_net.fc = nn.Linear(...), "
+                    "in_features read from the old head, settings.num_classes outputs"))
 
 
 @checker(todo=TODO_NEW_HEAD)
@@ -111,45 +112,47 @@ def check_new_head(model: nn.Module, *, num_classes: int) -> bool:
         raise Unanswered(TODO_NEW_HEAD)
     head = getattr(model, "fc", None)
     require(isinstance(head, nn.Module),
-            f"model.fc is {'a ' + type(head).__name__ if head is not None else 'missing'}; it "
-            f"should be a new nn.Linear")
+            (_("model.fc is a {type}; it should be a new nn.Linear") if head is not None else
+             _("model.fc is missing; it should be a new nn.Linear")).format(type=type(head).__name__))
     layer = _last_linear(head)
     kind = type(head).__name__
-    require(layer is not None, f"model.fc is {'an' if kind[0] in 'AEIOU' else 'a'} {kind}; it "
-                               f"should be a new nn.Linear head: nn.Linear(in_features, "
-                               f"settings.num_classes)")
+    require(layer is not None, (_("model.fc is an {kind}; it should be a new nn.Linear head: "
+                                  "nn.Linear(in_features, settings.num_classes)") if kind[0] in "AEIOU"
+                                else _("model.fc is a {kind}; it should be a new nn.Linear head: "
+                                       "nn.Linear(in_features, settings.num_classes)")).format(kind=kind))
     seen: dict[str, int] = {}
     hook = head.register_forward_pre_hook(lambda m, args: seen.update(features=args[0].shape[-1]))
     try:
-        out = run_eval(model, _images(model), what="the model")
+        out = run_eval(model, _images(model), what=_("the model"))
     except ExerciseError:
         features = seen.get("features")
         if features is not None and isinstance(head, nn.Linear) and features != head.in_features:
             raise ExerciseError(
-                f"your head expects {head.in_features} input features, but the backbone "
-                f"delivers {features}. Read the size from the old head: "
-                f"nn.Linear(model.fc.in_features, settings.num_classes)") from None
+                _("your head expects {in_features} input features, but the backbone delivers "
+                  "{features}. Read the size from the old head: nn.Linear(model.fc.in_features, "
+                  "settings.num_classes)").format(in_features=head.in_features, features=features)) from None
         raise
     finally:
         hook.remove()
     require(isinstance(out, Tensor) and out.ndim == 2,
-            f"the model should return a (batch, classes) tensor of logits; it returned "
-            f"{tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}")
+            _("the model should return a (batch, classes) tensor of logits; it returned {got}").format(
+                got=tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__))
     require(out.shape[-1] == num_classes, _classes_message(out.shape[-1], num_classes))
     require(not (bool((out >= 0).all()) and torch.allclose(out.sum(1), torch.ones(len(out)))),
-            "your model returns probabilities (every row sums to 1): the head ends in a softmax. "
-            "Return logits, the Linear layer's output; nn.CrossEntropyLoss applies the "
-            "log-softmax itself")
+            _("your model returns probabilities (every row sums to 1): the head ends in a softmax. "
+              "Return logits, the Linear layer's output; nn.CrossEntropyLoss applies the log-softmax "
+              "itself"))
     typed = _typed_in_features(model)
     require(typed is None,
-            f"the head's size is typed in: on a resnet whose old head takes {ODD_FEATURES} "
-            f"features, your cell still builds a head for {typed}. Read it from the old head "
-            f"before replacing it: nn.Linear(exercise_net.fc.in_features, settings.num_classes) "
-            f"(or replace_head(exercise_net, settings.num_classes))")
-    shape = (f"Linear({layer.in_features} -> {layer.out_features})" if head is layer
-             else f"{type(head).__name__} ending in Linear({layer.in_features} -> "
-                  f"{layer.out_features})")
-    return passed(f"head {shape}, output {tuple(out.shape)}")
+            _("the head's size is typed in: on a resnet whose old head takes {features} features, "
+              "your cell still builds a head for {typed}. Read it from the old head before replacing "
+              "it: nn.Linear(exercise_net.fc.in_features, settings.num_classes) (or "
+              "replace_head(exercise_net, settings.num_classes))").format(
+                features=ODD_FEATURES, typed=typed))
+    linear = f"Linear({layer.in_features} -> {layer.out_features})"
+    shape = (linear if head is layer else
+             _("{type} ending in {linear}").format(type=type(head).__name__, linear=linear))
+    return passed(_("head {shape}, output {output}").format(shape=shape, output=tuple(out.shape)))
 
 
 def _top_names(names: Iterable[str]) -> list[str]:
@@ -157,25 +160,25 @@ def _top_names(names: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(name.split(".")[0] for name in names))
 
 
-TODO_FROZEN = ("Every parameter still trains: freeze the model, then unfreeze layer4 and fc "
-               "(freeze/unfreeze from helpers.modify)")
+TODO_FROZEN = (N_("Every parameter still trains: freeze the model, then unfreeze layer4 and fc "
+                  "(freeze/unfreeze from helpers.modify)"))
 
 
 def _nothing_frozen(model: nn.Module, total: int) -> ExerciseError:
     """Why a written answer froze nothing, as far as the model shows it."""
     if "requires_grad" in vars(model):
-        why = ("model.requires_grad = False only sets an ordinary attribute on the module; the "
-               "parameters keep theirs. Call model.requires_grad_(False) (with the underscore) or "
-               "freeze(model)")
+        why = _("model.requires_grad = False only sets an ordinary attribute on the module; the "
+                "parameters keep theirs. Call model.requires_grad_(False) (with the underscore) or "
+                "freeze(model)")
     elif not model.training:
-        why = ("eval() switches BatchNorm and dropout to inference behaviour; it freezes nothing. "
-               "Call freeze(finetune_net) (or requires_grad_(False))")
+        why = _("eval() switches BatchNorm and dropout to inference behaviour; it freezes nothing. "
+                "Call freeze(finetune_net) (or requires_grad_(False))")
     else:
-        why = ("freeze the whole model first: freeze(finetune_net) or "
-               "finetune_net.requires_grad_(False) (torch.no_grad() only affects the code inside "
-               "its block, and p.requires_grad == False compares instead of assigning)")
-    return ExerciseError(f"nothing is frozen: all {total:,} parameters still train. {why}; then "
-                         f"unfreeze layer4 and fc")
+        why = _("freeze the whole model first: freeze(finetune_net) or "
+                "finetune_net.requires_grad_(False) (torch.no_grad() only affects the code inside "
+                "its block, and p.requires_grad == False compares instead of assigning)")
+    return ExerciseError(_("nothing is frozen: all {total:,} parameters still train. {why}; then "
+                           "unfreeze layer4 and fc").format(total=total, why=why))
 
 
 @checker(todo=TODO_FROZEN)
@@ -193,7 +196,7 @@ def check_frozen_except(model: nn.Module, trainable: tuple[str, ...] = ("layer4"
     params = list(model.named_parameters())
     for name in trainable:
         require(any(n.startswith(f"{name}.") for n, _ in params),
-                f"the model has no parameters under {name!r}; is this the right model?")
+                _("the model has no parameters under {name!r}; is this the right model?").format(name=name))
     should_train = {n: n.startswith(prefixes) for n, _ in params}
     if not all(should_train.values()) and all(p.requires_grad for _, p in params):
         name = _name_in_notebook(model) or "finetune_net"
@@ -205,41 +208,45 @@ def check_frozen_except(model: nn.Module, trainable: tuple[str, ...] = ("layer4"
     wrongly_frozen = [n for n, p in params if not p.requires_grad and should_train[n]]
     problems = []
     if wrongly_trainable:
-        problems.append(f"still trainable but should be frozen: "
-                        f"{', '.join(_top_names(wrongly_trainable))} "
-                        f"({len(wrongly_trainable)} tensors, e.g. {wrongly_trainable[0]})")
+        problems.append(_("still trainable but should be frozen: {names} ({count} tensors, e.g. "
+                          "{example})").format(names=", ".join(_top_names(wrongly_trainable)),
+                                               count=len(wrongly_trainable),
+                                               example=wrongly_trainable[0]))
     if wrongly_frozen:
-        problems.append(f"frozen but should train: {', '.join(_top_names(wrongly_frozen))} "
-                        f"({len(wrongly_frozen)} tensors, e.g. {wrongly_frozen[0]}): unfreeze "
-                        f"{' and '.join(trainable)} after freezing the model")
+        problems.append(_("frozen but should train: {names} ({count} tensors, e.g. {example}): "
+                          "unfreeze {trainable} after freezing the model").format(
+            names=", ".join(_top_names(wrongly_frozen)), count=len(wrongly_frozen),
+            example=wrongly_frozen[0], trainable=_(" and ").join(trainable)))
     expected = sum(p.numel() for n, p in params if should_train[n])
     got = count_parameters(model, trainable_only=True)
     require(not problems,
-            f"{got:,} parameters are trainable; expected {expected:,} "
-            f"({' and '.join(trainable)} only). " + "; ".join(problems))
-    return passed(f"{got:,} of {count_parameters(model):,} parameters trainable: "
-                  f"{', '.join(trainable)}")
+            _("{got:,} parameters are trainable; expected {expected:,} ({trainable} only). "
+              "{problems}").format(got=got, expected=expected,
+                                   trainable=_(" and ").join(trainable),
+                                   problems=_("; ").join(problems)))
+    return passed(_("{got:,} of {total:,} parameters trainable: {trainable}").format(
+                      got=got, total=count_parameters(model), trainable=", ".join(trainable)))
 
 
-TODO_LOGITS_FEATURES = ("Write __init__ and forward of LogitsFeaturesExtra: a resnet18 backbone "
-                        "with fc = nn.Identity(), a head on features + extra, forward returns "
-                        "(logits, features)")
+TODO_LOGITS_FEATURES = (N_("Write __init__ and forward of LogitsFeaturesExtra: a resnet18 backbone with "
+                           "fc = nn.Identity(), a head on features + extra, forward returns (logits, "
+                           "features)"))
 
 
 def _pair(out: Any, num_classes: int) -> tuple[Tensor, Tensor]:
     """(logits, features) from what forward returned; explain anything else."""
-    kind = (f"a tensor of shape {tuple(out.shape)}" if isinstance(out, Tensor)
-            else f"a {type(out).__name__}")
+    kind = (_("a tensor of shape {shape}").format(shape=tuple(out.shape)) if isinstance(out, Tensor)
+            else _("a {type}").format(type=type(out).__name__))
     require(isinstance(out, (tuple, list)) and len(out) == 2,
-            f"forward returned {kind}; it should return a tuple (logits, features)")
+            _("forward returned {kind}; it should return a tuple (logits, features)").format(kind=kind))
     logits, features = out
     require(isinstance(logits, Tensor) and isinstance(features, Tensor),
-            "both items of the returned pair should be tensors: (logits, features)")
+            _("both items of the returned pair should be tensors: (logits, features)"))
     if (logits.ndim == 2 and features.ndim == 2 and logits.shape[1] != num_classes
             and features.shape[1] == num_classes):
-        raise ExerciseError(f"forward returns (features, logits): the first item has "
-                            f"{logits.shape[1]} columns, the second {num_classes}. Return them "
-                            f"in the order (logits, features)")
+        raise ExerciseError(_("forward returns (features, logits): the first item has {columns} "
+                              "columns, the second {num_classes}. Return them in the order (logits, "
+                              "features)").format(columns=logits.shape[1], num_classes=num_classes))
     return logits, features
 
 
@@ -254,44 +261,47 @@ def check_logits_and_features(model: nn.Module, *, num_classes: int, extra_dim: 
     True
     """
     require(isinstance(model, nn.Module) and "_modules" in vars(model),
-            f"exercise_model should be an initialised nn.Module, got "
-            f"{type(model).__name__}; does __init__ call super().__init__() first?")
+            _("exercise_model should be an initialised nn.Module, got {type}; does __init__ call "
+              "super().__init__() first?").format(type=type(model).__name__))
     x = _images(model, batch=3)
     extra = torch.randn(3, extra_dim, generator=torch.Generator().manual_seed(1)).to(x.device)
     logits, features = _pair(run_eval(model, x, extra, what="model(x, extra)"), num_classes)
     require(logits.shape == (3, num_classes),
-            f"logits have shape {tuple(logits.shape)}; expected (3, {num_classes}): one row of "
-            f"{num_classes} logits per image (the widget asks for {num_classes} classes)")
+            _("logits have shape {shape}; expected (3, {num_classes}): one row of {num_classes} logits "
+              "per image (the widget asks for {num_classes} classes)").format(
+                shape=tuple(logits.shape), num_classes=num_classes))
     require(features.ndim == 2 and features.shape[0] == 3,
-            f"features have shape {tuple(features.shape)}; expected a flat (3, feature_dim) "
-            f"tensor, the pooled backbone features, one row per image"
-            + (": flatten them (features.flatten(1))" if features.ndim == 4 else ""))
+            _("features have shape {shape}; expected a flat (3, feature_dim) tensor, the pooled "
+              "backbone features, one row per image{hint}").format(
+                shape=tuple(features.shape),
+                hint=_(": flatten them (features.flatten(1))") if features.ndim == 4 else ""))
     if feature_dim is not None and features.shape[1] != feature_dim:
         if features.shape[1] == feature_dim + extra_dim:
-            hint = (f" It looks like the extra input ({extra_dim}) was concatenated onto them; "
-                    f"return the backbone features before the concatenation")
+            hint = _(" It looks like the extra input ({extra_dim}) was concatenated onto them; "
+                     "return the backbone features before the concatenation").format(
+                extra_dim=extra_dim)
         elif features.shape[1] == 1000:
-            hint = (" That is the old ImageNet head's output: read fc.in_features, then set "
-                    "backbone.fc = nn.Identity() so the backbone returns the pooled features")
+            hint = _(" That is the old ImageNet head's output: read fc.in_features, then set "
+                     "backbone.fc = nn.Identity() so the backbone returns the pooled features")
         else:
             hint = ""
-        raise ExerciseError(f"features have {features.shape[1]} columns; the backbone gives "
-                            f"{feature_dim}.{hint}")
-    moved, _ = _pair(run_eval(model, x, extra + 1.0, what="model(x, extra)"), num_classes)
+        raise ExerciseError(_("features have {columns} columns; the backbone gives "
+                              "{feature_dim}.{hint}").format(
+                                columns=features.shape[1], feature_dim=feature_dim, hint=hint))
+    moved, _features = _pair(run_eval(model, x, extra + 1.0, what="model(x, extra)"), num_classes)
     require(not torch.allclose(logits, moved),
-            "changing the extra input does not change the logits: the head never sees it. "
-            "Concatenate it with the features (torch.cat([features, extra], dim=1)) before the "
-            "head")
-    other, _ = _pair(run_eval(model, x.flip(0), extra, what="model(x, extra)"), num_classes)
+            _("changing the extra input does not change the logits: the head never sees it. Concatenate "
+              "it with the features (torch.cat([features, extra], dim=1)) before the head"))
+    other, _features = _pair(run_eval(model, x.flip(0), extra, what="model(x, extra)"), num_classes)
     require(not torch.allclose(logits, other),
-            "other images give the same logits: the head ignores the features. Compute the "
-            "logits from torch.cat([features, extra], dim=1)")
-    return passed(f"logits {tuple(logits.shape)}, features {tuple(features.shape)}; the extra "
-                  f"input changes the logits")
+            _("other images give the same logits: the head ignores the features. Compute the logits "
+              "from torch.cat([features, extra], dim=1)"))
+    return passed(_("logits {shape}, features {features}; the extra input changes the logits").format(
+                      shape=tuple(logits.shape), features=tuple(features.shape)))
 
 
-TODO_LOADED = ("Build `loaded`: a resnet18 for settings.num_classes classes whose backbone "
-               "holds the weights saved in resnet18_path (fix (a) or fix (b) of section 2)")
+TODO_LOADED = (N_("Build `loaded`: a resnet18 for settings.num_classes classes whose backbone holds the "
+                  "weights saved in resnet18_path (fix (a) or fix (b) of section 2)"))
 
 
 @checker(todo=TODO_LOADED)
@@ -305,11 +315,11 @@ def check_loaded_checkpoint(model: nn.Module, checkpoint: str | Path | Mapping[s
     True
     """
     if type(model).__name__ == "_IncompatibleKeys":
-        raise ExerciseError("loaded is the report that load_state_dict returns (missing and "
-                            "unexpected keys), not the model: call loaded.load_state_dict(...) "
-                            "on its own line and keep loaded as the model")
+        raise ExerciseError(_("loaded is the report that load_state_dict returns (missing and "
+                              "unexpected keys), not the model: call loaded.load_state_dict(...) on its "
+                              "own line and keep loaded as the model"))
     require(isinstance(model, nn.Module),
-            f"loaded should be the model (an nn.Module), got {type(model).__name__}")
+            _("loaded should be the model (an nn.Module), got {type}").format(type=type(model).__name__))
     if isinstance(checkpoint, (str, Path)):
         checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)
     prefix = f"{head}."
@@ -318,34 +328,39 @@ def check_loaded_checkpoint(model: nn.Module, checkpoint: str | Path | Mapping[s
     absent = [k for k in backbone if k not in own]
     if absent:
         raise ExerciseError(
-            f"the model has no {absent[0]!r}, which the checkpoint has ({len(absent)} such "
-            f"keys). Load into the same architecture the checkpoint was saved from (resnet18)")
+            _("the model has no {absent!r}, which the checkpoint has ({n_absent} such keys). Load into "
+              "the same architecture the checkpoint was saved from (resnet18)").format(
+                absent=absent[0], n_absent=len(absent)))
     resized = [k for k in backbone if own[k].shape != checkpoint[k].shape]
     if resized:
         raise ExerciseError(
-            f"{resized[0]} has shape {list(own[resized[0]].shape)} in your model but "
-            f"{list(checkpoint[resized[0]].shape)} in the checkpoint")
+            _("{key} has shape {own} in your model but {saved} in the checkpoint").format(
+                key=resized[0], own=list(own[resized[0]].shape),
+                saved=list(checkpoint[resized[0]].shape)))
     extra = [k for k in own if not k.startswith(prefix) and k not in checkpoint]
-    require(not extra, f"your model has {len(extra)} backbone tensors the checkpoint lacks (e.g. "
-                       f"{extra[0] if extra else ''}): another architecture, whose extra layers "
-                       f"keep random weights. Build a resnet18, like the saved one")
+    require(not extra, _("your model has {n_extra} backbone tensors the checkpoint lacks (e.g. "
+                         "{example}): another architecture, whose extra layers keep random weights. Build "
+                         "a resnet18, like the saved one").format(
+                           n_extra=len(extra), example=extra[0] if extra else ''))
     buffers = buffer_names(model)
     weights = [k for k in backbone if k not in buffers]
     differ = differing(own, checkpoint, weights)
     if differ:
         raise ExerciseError(
-            f"{len(differ)} of {len(weights)} backbone weights differ from the checkpoint "
-            f"(e.g. {differ[0]}): the weights were not loaded into this model. Load them "
-            f"(strict=False after dropping the fc.* keys, or into a 1000-class resnet18 whose "
-            f"head you then replace), and keep `loaded` as the model you loaded into")
+            _("{n_differ} of {n_weights} backbone weights differ from the checkpoint (e.g. {differ}): "
+              "the weights were not loaded into this model. Load them (strict=False after dropping the "
+              "fc.* keys, or into a 1000-class resnet18 whose head you then replace), and keep `loaded` "
+              "as the model you loaded into").format(
+                n_differ=len(differ), n_weights=len(weights), differ=differ[0]))
     out = run_eval(model, _images(model), what="loaded")
     require(isinstance(out, Tensor) and out.ndim == 2,
-            f"loaded should return a (batch, classes) tensor; it returned "
-            f"{tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}")
+            _("loaded should return a (batch, classes) tensor; it returned {got}").format(
+                got=tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__))
     require(out.shape[1] == num_classes, _classes_message(out.shape[1], num_classes))
     layer = _last_linear(model.get_submodule(head)) if hasattr(model, head) else None
-    shape = f"Linear({layer.in_features} -> {layer.out_features})" if layer else "a new head"
-    return passed(f"{len(weights)} backbone weights equal the checkpoint; head {shape}")
+    shape = f"Linear({layer.in_features} -> {layer.out_features})" if layer else _("a new head")
+    return passed(_("{n_weights} backbone weights equal the checkpoint; head {shape}").format(
+                      n_weights=len(weights), shape=shape))
 
 
 solution = solution_lookup(2, SOLUTIONS)

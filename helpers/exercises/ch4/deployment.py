@@ -18,8 +18,10 @@ from torch import Tensor, nn
 
 from helpers.exercises import ExerciseError, checker, passed, require
 from helpers.exercises.common import call_learner, device_of, first_line
+from helpers.i18n import N_, _, ngettext
 
 #: torchrun's own options: after ``-m helpers.pipeline`` they reach the pipeline, not torchrun.
+_LEFT_AS_TEXT = N_(": a {name} was left as text; put an f in front of the string (f\"...\")")
 _TORCHRUN_OPTIONS = ("--standalone", "--nproc-per-node", "--nproc_per_node", "--nnodes",
                      "--rdzv-backend", "--rdzv_backend", "--rdzv-endpoint", "--rdzv_endpoint",
                      "--node-rank", "--node_rank", "--master-addr", "--master_addr")
@@ -27,19 +29,19 @@ _TORCHRUN_OPTIONS = ("--standalone", "--nproc-per-node", "--nproc_per_node", "--
 
 def _torchrun_argv(command: str | Sequence[str]) -> list[str]:
     argv = shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
-    require(argv, "the command is empty")
+    require(argv, _("the command is empty"))
     head = Path(argv[0]).name
     if head == "torchrun":
         return argv[1:]
     if head.startswith("python") and argv[1:3] == ["-m", "torch.distributed.run"]:
         return argv[3:]
-    raise ExerciseError(f"the command starts with {argv[0]!r}; start it with torchrun (or "
-                        f"python -m torch.distributed.run), which launches the processes")
+    raise ExerciseError(_("the command starts with {argv!r}; start it with torchrun (or python -m "
+                          "torch.distributed.run), which launches the processes").format(argv=argv[0]))
 
 
-TODO_TORCHRUN = ("Write command: a string that starts helpers.pipeline under torchrun in 4 CPU "
-                 "processes on this machine, for settings.num_classes digits, 5 epochs, "
-                 "checkpoints in runs/ch4/ex4")
+TODO_TORCHRUN = (N_("Write command: a string that starts helpers.pipeline under torchrun in 4 CPU "
+                    "processes on this machine, for settings.num_classes digits, 5 epochs, checkpoints "
+                    "in runs/ch4/ex4"))
 
 
 @checker(todo=TODO_TORCHRUN)
@@ -64,28 +66,33 @@ def check_torchrun_command(command: str | Sequence[str], *, processes: int, num_
             launcher = get_args_parser().parse_args(argv)
     except SystemExit:
         problem = errors.getvalue().strip().splitlines()
-        raise ExerciseError(f"torchrun would refuse these arguments: "
-                            f"{problem[-1] if problem else argv}") from None
+        raise ExerciseError(_("torchrun would refuse these arguments: {problem}").format(
+                                problem=problem[-1] if problem else argv)) from None
     misplaced = [a.split("=")[0] for a in launcher.training_script_args
                  if a.split("=")[0] in _TORCHRUN_OPTIONS]
     if misplaced:
         raise ExerciseError(
-            f"{' '.join(misplaced)} {'comes' if len(misplaced) == 1 else 'come'} after the script, "
-            f"so torchrun never sees {'it' if len(misplaced) == 1 else 'them'} (it would start 1 "
-            f"process) and helpers.pipeline gets {'it' if len(misplaced) == 1 else 'them'} "
-            f"instead and refuses {'it' if len(misplaced) == 1 else 'them'}. The order "
-            f"is: torchrun, torchrun's options (--standalone --nproc-per-node={processes}), then "
-            f"-m helpers.pipeline, then the pipeline's options")
+            ngettext("{options} comes after the script, so torchrun never sees it (it would start 1 "
+                     "process) and helpers.pipeline gets it instead and refuses it. The order is: "
+                     "torchrun, torchrun's options (--standalone --nproc-per-node={processes}), then "
+                     "-m helpers.pipeline, then the pipeline's options",
+                     "{options} come after the script, so torchrun never sees them (it would start 1 "
+                     "process) and helpers.pipeline gets them instead and refuses them. The order "
+                     "is: torchrun, torchrun's options (--standalone --nproc-per-node={processes}), "
+                     "then -m helpers.pipeline, then the pipeline's options", len(misplaced)).format(
+                options=" ".join(misplaced), processes=processes))
     require(launcher.module and launcher.training_script == "helpers.pipeline",
-            f"torchrun would run {launcher.training_script!r}"
-            f"{' as a module' if launcher.module else ' as a script file'}; run the module: "
-            f"-m helpers.pipeline (torchrun's options go before it, the script's after it)")
+            (_("torchrun would run {script!r} as a module; run the module: -m helpers.pipeline "
+               "(torchrun's options go before it, the script's after it)") if launcher.module else
+             _("torchrun would run {script!r} as a script file; run the module: -m helpers.pipeline "
+               "(torchrun's options go before it, the script's after it)")).format(
+                script=launcher.training_script))
     require(launcher.nproc_per_node == str(processes),
-            f"--nproc-per-node is {launcher.nproc_per_node}; the exercise asks for {processes} "
-            f"processes")
+            _("--nproc-per-node is {given}; the exercise asks for {processes} processes").format(
+                given=launcher.nproc_per_node, processes=processes))
     require(launcher.standalone or launcher.nnodes in ("1", "1:1"),
-            f"--nnodes={launcher.nnodes} waits for other machines; for one machine add "
-            f"--standalone")
+            _("--nnodes={nnodes} waits for other machines; for one machine add --standalone").format(
+                nnodes=launcher.nnodes))
     pipeline_errors = io.StringIO()
     try:
         with contextlib.redirect_stderr(pipeline_errors):
@@ -93,36 +100,37 @@ def check_torchrun_command(command: str | Sequence[str], *, processes: int, num_
     except SystemExit:
         problem = pipeline_errors.getvalue().strip().splitlines()
         braces = any("{" in a for a in launcher.training_script_args)
-        hint = (": a {name} was left as text; put an f in front of the string (f\"...\")"
-                if braces else "")
-        raise ExerciseError(f"helpers.pipeline would refuse its arguments "
-                            f"{launcher.training_script_args}: "
-                            f"{problem[-1] if problem else ''}{hint}") from None
+        hint = _(_LEFT_AS_TEXT) if braces else ""
+        raise ExerciseError(_("helpers.pipeline would refuse its arguments {arguments}: "
+                              "{problem}{hint}").format(arguments=launcher.training_script_args,
+                                                        problem=problem[-1] if problem else "",
+                                                        hint=hint)) from None
     require(str(args.device).lower() == "cpu",
-            f"--device is {args.device!r}: with auto, each process looks for a GPU of its own "
-            f"(cuda:LOCAL_RANK). On a CPU-only run pass --device cpu (gloo)")
-    braces = ": a {name} was left as text; put an f in front of the string (f\"...\")"
+            _("--device is {device!r}: with auto, each process looks for a GPU of its own "
+              "(cuda:LOCAL_RANK). On a CPU-only run pass --device cpu (gloo)").format(device=args.device))
     require(str(args.num_classes) == str(num_classes),
-            f"--num-classes is {args.num_classes}; the widget asks for {num_classes}"
-            + (braces if "{" in str(args.num_classes) else ""))
-    require(args.epochs == epochs, f"--epochs is {args.epochs}; the exercise asks for {epochs}")
+            _("--num-classes is {given}; the widget asks for {num_classes}").format(
+                given=args.num_classes, num_classes=num_classes)
+            + (_(_LEFT_AS_TEXT) if "{" in str(args.num_classes) else ""))
+    require(args.epochs == epochs, _("--epochs is {epochs}; the exercise asks for {wanted}").format(
+                                       epochs=args.epochs, wanted=epochs))
     require(Path(args.checkpoint_dir) == Path(checkpoint_dir),
-            f"--checkpoint-dir is {args.checkpoint_dir.as_posix()}; the exercise asks for "
-            f"{checkpoint_dir}")
-    require(not args.resume, "--resume continues an earlier run; this one starts from scratch")
+            _("--checkpoint-dir is {given}; the exercise asks for {checkpoint_dir}").format(
+                given=args.checkpoint_dir.as_posix(), checkpoint_dir=checkpoint_dir))
+    require(not args.resume, _("--resume continues an earlier run; this one starts from scratch"))
     folder = Path(checkpoint_dir).as_posix()
-    writes = (f"every rank writes its part of {folder}/last" if args.checkpoint_format == "dcp"
-              else f"rank 0 writes {folder}/last.pt")
-    return passed(f"torchrun starts {processes} processes on this machine; each runs "
-                  f"helpers.pipeline on the CPU for {num_classes} classes, {epochs} epochs, and "
-                  f"{writes}")
+    writes = (_("every rank writes its part of {folder}/last") if args.checkpoint_format == "dcp"
+              else _("rank 0 writes {folder}/last.pt")).format(folder=folder)
+    return passed(_("torchrun starts {processes} processes on this machine; each runs helpers.pipeline "
+                    "on the CPU for {num_classes} classes, {epochs} epochs, and {writes}").format(
+                      processes=processes, num_classes=num_classes, epochs=epochs, writes=writes))
 
 
 # Exercise 5 ------------------------------------------------------------------------------------
 
-TODO_CAUTIOUS = ("Write the body of cautious_predict(logits, threshold): per row the argmax class, "
-                 "or -1 where the top softmax probability is below threshold, with torch.where "
-                 "(no Python if on tensor values, so that torch.export can trace it)")
+TODO_CAUTIOUS = (N_("Write the body of cautious_predict(logits, threshold): per row the argmax class, "
+                    "or -1 where the top softmax probability is below threshold, with torch.where (no "
+                    "Python if on tensor values, so that torch.export can trace it)"))
 
 
 class _CautiousModel(nn.Module):
@@ -151,49 +159,53 @@ def _check_known_logits(cautious_fn: Callable[..., Any], threshold: float) -> No
     """The function on logits with known answers; name the slip when it gets them wrong."""
     logits = torch.tensor(_KNOWN)
     expected = _cautious_reference(logits, threshold)
-    got = call_learner(cautious_fn, logits.clone(), threshold, what="your function")
+    got = call_learner(cautious_fn, logits.clone(), threshold, what=_("your function"))
     require(isinstance(got, Tensor),
-            f"your function returned a {type(got).__name__}; return one tensor of class indices "
-            f"(torch.where keeps it a tensor: an exported program cannot build Python lists)")
+            _("your function returned a {type}; return one tensor of class indices (torch.where keeps "
+              "it a tensor: an exported program cannot build Python lists)").format(
+                type=type(got).__name__))
     require(tuple(got.shape) == (len(logits),),
-            f"for logits of shape {tuple(logits.shape)} your function returned shape "
-            f"{tuple(got.shape)}; return one index per row: reduce over dim=1 "
-            f"(.max(dim=1)), not over the whole batch")
+            _("for logits of shape {shape} your function returned shape {got}; return one index per "
+              "row: reduce over dim=1 (.max(dim=1)), not over the whole batch").format(
+                shape=tuple(logits.shape), got=tuple(got.shape)))
     got = got.long()
     if not torch.equal(got, expected):
         confidence, predicted = logits.softmax(dim=1).max(dim=1)
         slips = {
-            "no -1 where the model is unsure (rows 1 and 3 have a top probability of 0.37 and "
-            "0.33): use torch.where(confidence >= threshold, predicted, -1)": logits.argmax(dim=1),
-            "the softmax runs over dim=0, the batch, so each row's probability depends on the "
-            "other images: use logits.softmax(dim=1), over the classes":
+            N_("no -1 where the model is unsure (rows 1 and 3 have a top probability of 0.37 and "
+               "0.33): use torch.where(confidence >= threshold, predicted, -1)"): logits.argmax(dim=1),
+            N_("the softmax runs over dim=0, the batch, so each row's probability depends on the "
+               "other images: use logits.softmax(dim=1), over the classes"):
                 torch.where(logits.softmax(dim=0).max(dim=1).values >= threshold,
                             logits.argmax(dim=1), -1),
-            "the condition is the wrong way round: keep the class where confidence >= threshold, "
-            "-1 elsewhere": torch.where(confidence < threshold, predicted, -1),
+            N_("the condition is the wrong way round: keep the class where confidence >= threshold, "
+               "-1 elsewhere"): torch.where(confidence < threshold, predicted, -1),
         }
         if torch.equal(got, logits.argmax(dim=1)):
             unsure_only = call_learner(cautious_fn, logits[[1, 3]].clone(), threshold,
-                                       what="your function")
+                                       what=_("your function"))
             if isinstance(unsure_only, Tensor) and unsure_only.long().tolist() == [-1, -1]:
                 raise ExerciseError(
-                    f"alone, the unsure rows get -1, but next to a confident row they get a class "
-                    f"(your answers: {got.tolist()}, right: {expected.tolist()}): the decision "
-                    f"uses the whole batch's maximum (.max() without dim). Take "
-                    f"confidence, predicted = logits.softmax(dim=1).max(dim=1), one per row")
+                    _("alone, the unsure rows get -1, but next to a confident row they get a class "
+                      "(your answers: {got}, right: {expected}): the decision uses the whole "
+                      "batch's maximum (.max() without dim). Take confidence, predicted = "
+                      "logits.softmax(dim=1).max(dim=1), one per row").format(
+                        got=got.tolist(), expected=expected.tolist()))
         for why, answer in slips.items():
-            require(not torch.equal(got, answer), f"{why} (your answers: {got.tolist()}, right: "
-                                                  f"{expected.tolist()})")
-        raise ExerciseError(f"for the logits {_KNOWN} your function returned "
-                            f"{got.tolist()} instead of {expected.tolist()}: the argmax class per "
-                            f"row where the top softmax probability is at least {threshold}, "
-                            f"else -1")
+            require(not torch.equal(got, answer), _("{why} (your answers: {got}, right: {expected})").format(
+                why=_(why), got=got.tolist(), expected=expected.tolist()))
+        raise ExerciseError(_("for the logits {logits} your function returned {got} instead of "
+                              "{expected}: the argmax class per row where the top softmax probability "
+                              "is at least {threshold}, else -1").format(
+                                logits=_KNOWN, got=got.tolist(), expected=expected.tolist(),
+                                threshold=threshold))
     edge = call_learner(cautious_fn, torch.tensor([[0.0, 0.0], [2.0, 0.0]]), 0.5,
-                        what="your function")
+                        what=_("your function"))
     require(isinstance(edge, Tensor) and edge.long().tolist() == [0, 0],
-            f"with threshold=0.5 and a row whose top probability is exactly 0.5 your function "
-            f"returned {edge.tolist() if isinstance(edge, Tensor) else edge} instead of [0, 0]: a "
-            f"probability equal to the threshold is sure enough (confidence >= threshold, not >)")
+            _("with threshold=0.5 and a row whose top probability is exactly 0.5 your function returned "
+              "{got} instead of [0, 0]: a probability equal to the threshold is sure enough "
+              "(confidence >= threshold, not >)").format(
+                got=edge.tolist() if isinstance(edge, Tensor) else edge))
 
 
 @checker(todo=TODO_CAUTIOUS)
@@ -222,10 +234,10 @@ def check_cautious_predict(cautious_fn: Callable[..., Any], model: nn.Module, X:
             program = torch.export.export(wrapped, (X[:4],), dynamic_shapes=({0: batch},)).module()
     except Exception as exc:  # what torch.export says about the learner's code
         raise ExerciseError(
-            f"torch.export could not trace your function ({type(exc).__name__}: "
-            f"{first_line(exc)[:160]}). A Python if, a loop over the rows, .item() or bool() on "
-            f"tensor values depend on the data; compute all rows at once with "
-            f"torch.where(confidence >= threshold, predicted, -1)") from None
+            _("torch.export could not trace your function ({type}: {message}). A Python if, a loop "
+              "over the rows, .item() or bool() on tensor values depend on the data; compute all rows "
+              "at once with torch.where(confidence >= threshold, predicted, -1)").format(
+                type=type(exc).__name__, message=first_line(exc)[:160])) from None
     sizes = [n for n in (1, 13, len(X)) if n <= len(X)]
     with torch.no_grad():
         for n in sizes:
@@ -233,16 +245,19 @@ def check_cautious_predict(cautious_fn: Callable[..., Any], model: nn.Module, X:
             want = _cautious_reference(model(X[:n]).float(), threshold).cpu()
             wrong = (exported != want).nonzero().flatten().tolist()
             require(not wrong,
-                    f"on {n} real digits the exported program answers image {wrong[0] if wrong else 0} "
-                    f"with {exported[wrong[0]].item() if wrong else 0} where the softmax over the "
-                    f"classes, per row, gives {want[wrong[0]].item() if wrong else 0}: decide each "
-                    f"row from its own probabilities, with tensor operations only")
+                    _("on {n} real digits the exported program answers image {image} with {got} "
+                      "where the softmax over the classes, per row, gives {want}: decide each row "
+                      "from its own probabilities, with tensor operations only").format(
+                        n=n, image=wrong[0] if wrong else 0,
+                        got=exported[wrong[0]].item() if wrong else 0,
+                        want=want[wrong[0]].item() if wrong else 0))
         alone = [int(program(X[i:i + 1]).long().item()) for i in range(min(len(X), 8))]
         in_batch = program(X[:8]).long().tolist()
         require(alone == in_batch[:len(alone)],
-                f"the first images get {alone} one at a time but {in_batch[:len(alone)]} in a "
-                f"batch: the answer for one image depends on the others")
+                _("the first images get {alone} one at a time but {in_batch} in a batch: the answer for "
+                  "one image depends on the others").format(alone=alone, in_batch=in_batch[:len(alone)]))
         unsure = int((program(X) == -1).sum())
-    return passed(f"a class or -1 for each image; torch.export traced it with a dynamic batch and "
-                  f"it agrees with the reference, row by row, at batch sizes "
-                  f"{', '.join(map(str, sizes))}; {unsure} of {len(X)} images are below {threshold}")
+    return passed(_("a class or -1 for each image; torch.export traced it with a dynamic batch and it "
+                    "agrees with the reference, row by row, at batch sizes {sizes}; {unsure} of {images} "
+                    "images are below {threshold}").format(
+                      sizes=', '.join(map(str, sizes)), unsure=unsure, images=len(X), threshold=threshold))
