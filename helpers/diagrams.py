@@ -8,18 +8,41 @@
 Each function returns a matplotlib ``Figure``; a notebook cell that ends with the call shows it as
 a PNG image, which JupyterLab, Colab, VS Code and GitHub all render (mermaid and friends render
 only in some). Nothing is written to disk; ``fig.savefig(...)`` if you want a file.
+
+With ``COURSE_LANG=zh`` the labels are Chinese (``helpers.i18n``) and drawn with the CJK font the
+package ships (``helpers.fonts``); code, API names and the learner's own keys stay as they are.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from matplotlib.figure import Figure
 
 from helpers.anatomy import parts_from_dict, parts_from_summary
+from helpers.fonts import chinese_labels, families
+from helpers.i18n import N_, _
+
+_F = TypeVar("_F", bound=Callable[..., Figure])
+
+
+def _localized(draw: _F) -> _F:
+    """Draw with the CJK font as fallback in the Chinese edition (English: unchanged)."""
+    @functools.wraps(draw)
+    def wrapper(*args: Any, **kwargs: Any) -> Figure:
+        with chinese_labels():
+            return draw(*args, **kwargs)
+    return wrapper  # type: ignore[return-value]
+
+
+def _width(text: str) -> int:
+    """Width of ``text`` in Latin characters: a hanzi or full-width sign counts two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 #: Box colours: (face, edge).
 _BLUE = ("#dbe9f6", "#2b6cb0")
@@ -72,6 +95,7 @@ def _arrow(ax: Any, start: tuple[float, float], end: tuple[float, float], *,
 
 # --- chapter 1: the containers ---------------------------------------------------------------------
 
+@_localized
 def containers() -> Figure:
     """The four ways to hold layers, side by side: who writes ``forward`` and what is registered.
 
@@ -81,24 +105,24 @@ def containers() -> Figure:
     panels: list[dict[str, Any]] = [
         {"title": "nn.Sequential", "colors": _BLUE, "arrows": True,
          "boxes": ["(conv) Conv2d", "(relu) ReLU", "(pool) AdaptiveAvgPool2d", "(fc) Linear"],
-         "caption": "forward is written for you:\neach layer feeds the next",
+         "caption": _("forward is written for you:\neach layer feeds the next"),
          "registered": True},
         {"title": "nn.ModuleList", "colors": _GREEN, "arrows": False,
          "boxes": ["[0] Bottleneck", "[1] Bottleneck", "[2] Bottleneck", "[3] Bottleneck"],
-         "caption": "you write the loop:\nfor block in self.blocks: ...",
+         "caption": _("you write the loop:\nfor block in self.blocks: ..."),
          "registered": True},
         {"title": "nn.ModuleDict", "colors": _PURPLE, "arrows": False,
          "boxes": ["'relu'  ->  ReLU", "'gelu'  ->  GELU", "'prelu'  ->  PReLU"],
-         "caption": "you pick by name:\nself.acts[activation]",
+         "caption": _("you pick by name:\nself.acts[activation]"),
          "registered": True},
-        {"title": "plain list  [ ... ]", "colors": _RED, "arrows": False,
+        {"title": _("plain list  [ ... ]"), "colors": _RED, "arrows": False,
          "boxes": ["Linear", "Linear", "Linear"],
-         "caption": "runs, but is invisible to\nparameters(), the optimizer,\n"
-                    "state_dict() and .to()",
+         "caption": _("runs, but is invisible to\nparameters(), the optimizer,\n"
+                      "state_dict() and .to()"),
          "registered": False},
     ]
     for ax, panel in zip(axes, panels, strict=True):
-        ax.set_title(panel["title"], fontsize=12, family="monospace", weight="bold",
+        ax.set_title(panel["title"], fontsize=12, family=families("monospace"), weight="bold",
                      color=panel["colors"][1])
         boxes = panel["boxes"]
         top, h, gap = 0.93, 0.1, 0.05
@@ -114,10 +138,10 @@ def containers() -> Figure:
                    color=panel["colors"][1])
         ax.text(0.5, 0.2, panel["caption"], ha="center", va="center", fontsize=9.5,
                 linespacing=1.35)
-        verdict = "registered" if panel["registered"] else "NOT registered"
+        verdict = _("registered") if panel["registered"] else _("NOT registered")
         ax.text(0.5, 0.02, verdict, ha="center", va="center", fontsize=8.5,
                 color=_GREEN[1] if panel["registered"] else _RED[1], weight="bold")
-    fig.suptitle("Where the layers live decides who writes forward and what PyTorch can see",
+    fig.suptitle(_("Where the layers live decides who writes forward and what PyTorch can see"),
                  fontsize=12)
     fig.tight_layout()
     return fig
@@ -157,6 +181,7 @@ def _tree(keys: Sequence[str], prefixes: Sequence[str]) -> dict[str, Any]:
     return root
 
 
+@_localized
 def state_dict_tree(keys: Mapping[str, Any] | Iterable[str],
                     prefixes: Sequence[str] = ("module.", "_orig_mod."), *,
                     max_lines: int = 40, title: str | None = None) -> Figure:
@@ -188,9 +213,9 @@ def state_dict_tree(keys: Mapping[str, Any] | Iterable[str],
 
     walk(tree, 0)
     if shown < len(names):
-        lines.append((0, f"... {len(names) - shown} more keys", "more"))
+        lines.append((0, _("... {count} more keys").format(count=len(names) - shown), "more"))
     height = 0.8 + 0.24 * len(lines)
-    widest = max(0.3 * depth + 0.085 * len(label) for depth, label, _ in lines)  # inches
+    widest = max(0.3 * depth + 0.085 * _width(label) for depth, label, _kind in lines)  # inches
     fig, ax = _figure(max(5.0, 0.6 + widest), height,
                       margins={"left": 0.02, "right": 0.98, "top": 1 - 0.4 / height,
                                "bottom": 0.35 / height})
@@ -206,21 +231,21 @@ def state_dict_tree(keys: Mapping[str, Any] | Iterable[str],
             ax.plot([px, px, x - 0.008], [parents[depth - 1] - step_y * 0.35, y, y],
                     color="#9a9a9a", lw=0.9)
         ax.text(x, y, label, va="center",
-                family="monospace", fontsize=9.5, color=colors[kind],
+                family=families("monospace"), fontsize=9.5, color=colors[kind],
                 weight="bold" if kind == "prefix" else "normal",
                 bbox={"facecolor": _RED[0], "edgecolor": _RED[1], "boxstyle": "round,pad=0.2"}
                 if kind == "prefix" else None)
         parents[depth] = y
         for deeper in [d for d in parents if d > depth]:
             del parents[deeper]
-    found = sorted({label for _, label, kind in lines if kind == "prefix"})
+    found = sorted({label for _depth, label, kind in lines if kind == "prefix"})
     if not found:
         found = sorted({p for p in prefixes if any(k.startswith(p) for k in names)})
-    legend = (f"red: wrapper prefix {', '.join(repr(p) for p in found)} (not part of the model; "
-              f"strip it before loading into the bare model)" if found
-              else "no wrapper prefix: these keys load into the bare model as they are")
-    ax.set_title(title or f"state_dict: {len(names)} keys (blue: tensors)", fontsize=11,
-                 loc="left")
+    legend = (_("red: wrapper prefix {prefixes} (not part of the model; strip it before loading "
+                "into the bare model)").format(prefixes=", ".join(repr(p) for p in found))
+              if found else _("no wrapper prefix: these keys load into the bare model as they are"))
+    ax.set_title(title or _("state_dict: {count} keys (blue: tensors)").format(count=len(names)),
+                 fontsize=11, loc="left")
     fig.text(0.01, 0.01, legend, fontsize=8.5, color=_RED[1] if found else _GREEN[1])
     return fig
 
@@ -229,17 +254,18 @@ def state_dict_tree(keys: Mapping[str, Any] | Iterable[str],
 
 #: The parts of a training checkpoint, in the order they are drawn: (key, title, colours).
 _PARTS = (
-    ("model", "model", _BLUE),
-    ("optimizer", "optimizer", _GREEN),
-    ("scheduler", "scheduler", _GREEN),
-    ("scaler", "AMP scaler", _GREEN),
-    ("epoch", "epoch", _ORANGE),
-    ("best", "best metric", _ORANGE),
-    ("rng", "rng", _PURPLE),
-    ("extras", "extras", _GREY),
+    ("model", N_("model"), _BLUE),
+    ("optimizer", N_("optimizer"), _GREEN),
+    ("scheduler", N_("scheduler"), _GREEN),
+    ("scaler", N_("AMP scaler"), _GREEN),
+    ("epoch", N_("epoch"), _ORANGE),
+    ("best", N_("best metric"), _ORANGE),
+    ("rng", N_("rng"), _PURPLE),
+    ("extras", N_("extras"), _GREY),
 )
 
 
+@_localized
 def checkpoint_anatomy(checkpoint: Mapping[str, Any] | str | os.PathLike[str]) -> Figure:
     """What a training checkpoint holds: model, optimizer, scheduler, AMP scaler, epoch, best
     metric, RNG states and extras. A part the file lacks is drawn dashed ("not saved").
@@ -249,7 +275,7 @@ def checkpoint_anatomy(checkpoint: Mapping[str, Any] | str | os.PathLike[str]) -
 
     >>> checkpoint_anatomy({"model": net.state_dict(), "epoch": 3, "best_acc": 0.9})
     """
-    name = "checkpoint"
+    name = _("checkpoint")
     if isinstance(checkpoint, os.PathLike) or (isinstance(checkpoint, str)
                                                 and "\n" not in checkpoint
                                                 and os.path.isfile(checkpoint)):
@@ -277,15 +303,16 @@ def checkpoint_anatomy(checkpoint: Mapping[str, Any] | str | os.PathLike[str]) -
 
     ax.add_patch(FancyBboxPatch((0.01, 0.03), 0.98, 0.86, boxstyle="round,pad=0,rounding_size=0.02",
                                 facecolor="white", edgecolor="#444444", linewidth=1.6))
-    ax.text(0.02, 0.94, name, fontsize=12, weight="bold", va="center", family="monospace")
-    ax.text(0.98, 0.94, "weights | resume state | bookkeeping", fontsize=9, va="center",
+    ax.text(0.02, 0.94, name, fontsize=12, weight="bold", va="center",
+            family=families("monospace"))
+    ax.text(0.98, 0.94, _("weights | resume state | bookkeeping"), fontsize=9, va="center",
             ha="right", color="#555555")
     cols, w, h = 4, 0.225, 0.38
     for i, (key, label, colors) in enumerate(_PARTS):
         x = 0.03 + (i % cols) * (w + 0.017)
         y = 0.47 - (i // cols) * (h + 0.04)
         present = key in parts
-        text = f"{label}\n\n{parts[key]}" if present else f"{label}\n\n(not saved)"
+        text = f"{_(label)}\n\n" + (parts[key] if present else _("(not saved)"))
         _box(ax, x, y, w, h, text, colors if present else _GREY, dashed=not present, size=9)
     return fig
 
@@ -294,16 +321,17 @@ def checkpoint_anatomy(checkpoint: Mapping[str, Any] | str | os.PathLike[str]) -
 
 #: (stage, chapter, colours) of the course's pipeline, in order.
 PIPELINE = (
-    ("define", "ch1", _BLUE),
-    ("train", "ch1", _BLUE),
-    ("requirement\nchange", "ch2", _ORANGE),
-    ("modify", "ch2", _GREEN),
-    ("save", "ch3", _PURPLE),
-    ("deploy /\nload", "ch3, ch4", _PURPLE),
-    ("resume", "ch3, ch4", _PURPLE),
+    (N_("define"), N_("ch1"), _BLUE),
+    (N_("train"), N_("ch1"), _BLUE),
+    (N_("requirement\nchange"), N_("ch2"), _ORANGE),
+    (N_("modify"), N_("ch2"), _GREEN),
+    (N_("save"), N_("ch3"), _PURPLE),
+    (N_("deploy /\nload"), N_("ch3, ch4"), _PURPLE),
+    (N_("resume"), N_("ch3, ch4"), _PURPLE),
 )
 
 
+@_localized
 def pipeline_flowchart() -> Figure:
     """The life of a model as the course follows it: define -> train -> requirement change ->
     modify -> save -> deploy/load -> resume (which trains on from the saved epoch).
@@ -315,8 +343,8 @@ def pipeline_flowchart() -> Figure:
     centers = []
     for i, (stage, chapter, colors) in enumerate(PIPELINE):
         x = 0.01 + i * (w + gap)
-        _box(ax, x, y, w, h, stage, colors, size=9.5, weight="bold")
-        ax.text(x + w / 2, y - 0.08, chapter, ha="center", va="center", fontsize=9,
+        _box(ax, x, y, w, h, _(stage), colors, size=9.5, weight="bold")
+        ax.text(x + w / 2, y - 0.08, _(chapter), ha="center", va="center", fontsize=9,
                 color="#555555")
         centers.append(x + w / 2)
         if i:
@@ -324,8 +352,8 @@ def pipeline_flowchart() -> Figure:
     # resume goes back to training, from the saved epoch on
     _arrow(ax, (centers[-1], y - 0.13), (centers[1], y - 0.13), dashed=True, curve=-0.12,
            color=_PURPLE[1])
-    ax.text((centers[1] + centers[-1]) / 2, 0.03, "resume: train on from the saved epoch "
-            "(model + optimizer + scheduler + epoch + rng)", ha="center", va="bottom",
+    ax.text((centers[1] + centers[-1]) / 2, 0.03, _("resume: train on from the saved epoch "
+            "(model + optimizer + scheduler + epoch + rng)"), ha="center", va="bottom",
             fontsize=9, color=_PURPLE[1])
-    ax.set_title("The life of a model, and the chapter that teaches each step", fontsize=11)
+    ax.set_title(_("The life of a model, and the chapter that teaches each step"), fontsize=11)
     return fig

@@ -13,6 +13,7 @@ CJK punctuation and the catalog's characters, SIL OFL 1.1: ``OFL.txt``) is made 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,12 +32,18 @@ def register() -> str:
     >>> register()
     'Noto Sans SC Course'
     """
-    from matplotlib import font_manager
+    from matplotlib import font_manager, ft2font
 
     if not FONT_FILE.is_file():
         raise FileNotFoundError(f"the Chinese diagrams' font {FONT_FILE} is missing: reinstall "
                                 "the course package (pip install --force-reinstall .)")
-    font_manager.fontManager.addfont(str(FONT_FILE))
+    manager = font_manager.fontManager
+    # One weight ships (a bold face would double the size): bold labels take the regular hanzi,
+    # registered under every weight so that findfont does not log "Failed to find font weight".
+    regular = font_manager.ttfFontProperty(ft2font.FT2Font(str(FONT_FILE)))
+    manager.ttflist += [dataclasses.replace(regular, weight=weight)
+                        for weight in (100, 200, 300, 500, 600, 700, 800, 900)]
+    manager.addfont(str(FONT_FILE))  # the regular entry; also empties findfont's cache
     return FAMILY
 
 
