@@ -152,12 +152,13 @@ def containers() -> Figure:
 def _keys_of(keys: Mapping[str, Any] | Iterable[str]) -> list[str]:
     names = list(keys.keys() if isinstance(keys, Mapping) else keys)
     if not names:
-        raise ValueError("state_dict_tree got no keys; pass model.state_dict() or a list of its "
-                         "keys")
+        raise ValueError(_("state_dict_tree got no keys; pass model.state_dict() or a list of "
+                           "its keys"))
     bad = [k for k in names if not isinstance(k, str)]
     if bad:
-        raise TypeError(f"state_dict keys are strings like 'fc.weight'; got {bad[0]!r} "
-                        f"({type(bad[0]).__name__}). Pass model.state_dict() or its keys")
+        raise TypeError(_("state_dict keys are strings like 'fc.weight'; got {value} ({type}). "
+                          "Pass model.state_dict() or its keys").format(
+                              value=repr(bad[0]), type=type(bad[0]).__name__))
     return list(dict.fromkeys(names))  # a key drawn twice would be one leaf anyway
 
 
@@ -292,12 +293,13 @@ def checkpoint_anatomy(checkpoint: Mapping[str, Any] | str | os.PathLike[str]) -
         parts = parts_from_summary(checkpoint)
         name = checkpoint.splitlines()[0].split(",")[0] if checkpoint.strip() else name
     else:
-        raise TypeError(f"checkpoint_anatomy takes a checkpoint dict, a path or the text of "
-                        f"checkpoint_summary(path); got {type(checkpoint).__name__}")
+        raise TypeError(_("checkpoint_anatomy takes a checkpoint dict, a path or the text of "
+                          "checkpoint_summary(path); got {type}").format(
+                              type=type(checkpoint).__name__))
     if not parts:
-        raise ValueError("found none of model, optimizer, scheduler, scaler, epoch, rng or extras "
-                         "in it; pass a training checkpoint (see helpers.checkpoint."
-                         "save_checkpoint)")
+        raise ValueError(_("found none of model, optimizer, scheduler, scaler, epoch, rng or "
+                           "extras in it; pass a training checkpoint (see "
+                           "helpers.checkpoint.save_checkpoint)"))
     fig, ax = _figure(11, 4.6)
     from matplotlib.patches import FancyBboxPatch
 

@@ -238,3 +238,15 @@ def test_font_subset_cli_names_a_missing_font(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 2 and "no font file" in done.stderr and "fonts-noto-cjk" in done.stderr
+
+
+def test_bad_input_is_explained_in_chinese(monkeypatch):
+    monkeypatch.setenv("COURSE_LANG", "zh")
+    expected = _("state_dict_tree got no keys; pass model.state_dict() or a list of its keys")
+    with pytest.raises(ValueError) as raised:
+        state_dict_tree([])
+    assert str(raised.value) == expected
+    with pytest.raises(TypeError, match="'fc.weight'"):
+        state_dict_tree([3])
+    with pytest.raises(ValueError, match="helpers.checkpoint.save_checkpoint"):
+        checkpoint_anatomy({"format": 1})
