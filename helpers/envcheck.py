@@ -19,6 +19,8 @@ from importlib import metadata
 
 from packaging.requirements import Requirement
 
+from helpers.i18n import _, ngettext
+
 DIST_NAME = "pytorch-model-engineering"
 # Needed to run the notebooks locally, not inside Colab (which has its own Jupyter).
 LAB_EXTRA = "lab"
@@ -60,8 +62,8 @@ def requirements(include_lab: bool = True) -> list[Requirement]:
         raw = metadata.requires(DIST_NAME) or []
     except metadata.PackageNotFoundError:
         raise RuntimeError(
-            f"the course package {DIST_NAME!r} is not installed; from the repository root run "
-            "`pip install -e .` (or `make lab`, which does it for you)"
+            _("the course package {name!r} is not installed; from the repository root run "
+              "`pip install -e .` (or `make lab`, which does it for you)").format(name=DIST_NAME)
         ) from None
     reqs = []
     for line in raw:
@@ -79,11 +81,13 @@ def check_requirement(req: Requirement) -> Check:
     try:
         version = metadata.version(req.name)
     except metadata.PackageNotFoundError:
-        return Check(req.name, False, f"missing; install with: pip install '{req}'", needed_for)
+        return Check(req.name, False, _("missing; install with: pip install '{req}'").format(req=req),
+                     needed_for)
     if req.specifier and not req.specifier.contains(version, prereleases=True):
-        return Check(req.name, False, f"{version} installed, but the course needs {req.specifier}; "
-                     f"upgrade with: pip install '{req}'", needed_for)
-    wanted = f" (needs {req.specifier})" if req.specifier else ""
+        return Check(req.name, False, _("{version} installed, but the course needs {specifier}; "
+                                        "upgrade with: pip install '{req}'").format(
+                                          version=version, specifier=req.specifier, req=req), needed_for)
+    wanted = _(" (needs {specifier})").format(specifier=req.specifier) if req.specifier else ""
     return Check(req.name, True, f"{version}{wanted}", needed_for)
 
 
@@ -115,12 +119,12 @@ def install_missing(*, install: bool | None = None,
     to_install = [str(r) for r in missing if install and r.name not in NEVER_INSTALL]
     for req in missing:
         if str(req) not in to_install:
-            why = (" (the Setup cell never installs torch, torchvision or ipywidgets)"
+            why = (_(" (the Setup cell never installs torch, torchvision or ipywidgets)")
                    if req.name in NEVER_INSTALL else "")
-            print(f"missing: {req.name}, needs {req.specifier or 'any version'}; "
-                  f"install it with: pip install '{req}'{why}")
+            print(_("missing: {name}, needs {specifier}; install it with: pip install '{req}'{why}").format(
+                      name=req.name, specifier=req.specifier or _("any version"), req=req, why=why))
     if to_install:
-        print("installing what the course needs and this runtime lacks:", ", ".join(to_install))
+        print(_("installing what the course needs and this runtime lacks:"), ", ".join(to_install))
         install_packages(to_install, run=run)
     return [str(r) for r in missing_requirements()] if missing else []
 
@@ -140,8 +144,9 @@ def install_packages(specs: list[str], *,
     importlib.invalidate_caches()
     if result.returncode != 0:
         last = (result.stderr or result.stdout or "").strip().splitlines()[-1:] or ["no output"]
-        print(f"could not install {', '.join(specs)}: pip says: {last[0]}; run "
-              f"`pip install {' '.join(repr(s) for s in specs)}` yourself, then restart the kernel")
+        print(_("could not install {specs}: pip says: {last}; run `pip install {quoted}` yourself, "
+                "then restart the kernel").format(
+                  specs=", ".join(specs), last=last[0], quoted=" ".join(repr(s) for s in specs)))
     return result.returncode == 0
 
 
@@ -159,8 +164,9 @@ def device_lines() -> list[str]:
             lines.append("mps: Apple GPU (Metal)")
         else:
             threads = torch.get_num_threads()
-            lines.append(f"cpu: {platform.processor() or platform.machine()}, "
-                         f"{threads} torch thread{'' if threads == 1 else 's'}")
+            lines.append("cpu: " + ngettext("{cpu}, {threads} torch thread", "{cpu}, {threads} torch threads",
+                                            threads).format(cpu=platform.processor() or platform.machine(),
+                                                            threads=threads))
     return lines
 
 
@@ -173,7 +179,7 @@ def check_environment(*, include_lab: bool | None = None, verbose: bool = True) 
         include_lab = "google.colab" not in sys.modules
     report = Report()
     report.checks.append(Check("python", sys.version_info >= (3, 10),
-                               f"{platform.python_version()} (needs >=3.10)"))
+                               _("{version} (needs >=3.10)").format(version=platform.python_version())))
     report.checks += [check_requirement(r) for r in requirements(include_lab)]
     try:
         import helpers.checkpoint  # noqa: F401  (the heaviest helper module imports everything else)
@@ -181,13 +187,16 @@ def check_environment(*, include_lab: bool | None = None, verbose: bool = True) 
         import helpers.settings
         import helpers.training  # noqa: F401
 
-        report.checks.append(Check("helpers", True, f"imports from {_short_path(helpers.data.__file__)}"))
+        report.checks.append(Check("helpers", True, _("imports from {short_path}").format(
+                                                        short_path=_short_path(helpers.data.__file__))))
     except Exception as exc:  # report any import problem as a failed line, not a traceback
-        report.checks.append(Check("helpers", False, f"import failed: {type(exc).__name__}: {exc}"))
+        report.checks.append(Check("helpers", False, _("import failed: {type}: {exc}").format(
+                                                         type=type(exc).__name__, exc=exc)))
     if verbose:
         print(report)
-        print("all requirements met" if report.ok else
-              f"{len(report.failures)} problem(s): fix the [FAIL] lines above, then restart the kernel")
+        print(_("all requirements met") if report.ok else
+              _("{count} problem(s): fix the [FAIL] lines above, then restart the kernel").format(
+                  count=len(report.failures)))
     return report
 
 
@@ -196,14 +205,15 @@ def _short_path(path: str) -> str:
     import os
 
     parent = os.path.dirname(os.path.abspath(path))
-    where = "site-packages" if "site-packages" in parent else "the repository"
-    return f"{os.path.basename(parent)}/ ({where})"
+    where = "site-packages" if "site-packages" in parent else _("the repository")
+    return _("{folder}/ ({where})").format(folder=os.path.basename(parent), where=where)
 
 
 def main() -> int:
     import torch
 
-    print(f"torch {torch.__version__}, devices: " + "; ".join(device_lines()))
+    print(_("torch {version}, devices: {devices}").format(version=torch.__version__,
+                                                          devices="; ".join(device_lines())))
     return 0 if check_environment().ok else 1
 
 

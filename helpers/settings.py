@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from helpers.i18n import _
+
 MIN_CLASSES = 2
 MAX_CLASSES = 10  # the embedded digits have ten classes
 DEFAULT_CLASSES = 10
@@ -38,12 +40,14 @@ def parse_num_classes(value: Any, *, source: str = "COURSE_NUM_CLASSES") -> int:
     text = str(value).strip()
     if isinstance(value, bool) or not re.fullmatch(r"[+-]?[0-9]+", text):  # not '３' or '٣'
         raise SettingsError(
-            f"{source} must be an integer from {MIN_CLASSES} to {MAX_CLASSES}, got {str(value)!r}"
+            _("{source} must be an integer from {low} to {high}, got {value!r}").format(
+                source=source, low=MIN_CLASSES, high=MAX_CLASSES, value=str(value))
         )
     number = int(text)
     if not MIN_CLASSES <= number <= MAX_CLASSES:
         raise SettingsError(
-            f"{source} must be an integer from {MIN_CLASSES} to {MAX_CLASSES}, got {str(value)!r}"
+            _("{source} must be an integer from {low} to {high}, got {value!r}").format(
+                source=source, low=MIN_CLASSES, high=MAX_CLASSES, value=str(value))
         )
     return number
 
@@ -113,21 +117,25 @@ def parse_device(value: Any, *, source: str = "COURSE_DEVICE") -> torch.device:
     if match:
         if not torch.cuda.is_available():
             raise SettingsError(
-                f"{source}={value}, but no CUDA device is visible; use cpu or auto"
+                _("{source}={value}, but no CUDA device is visible; use cpu or auto").format(
+                    source=source, value=value)
             )
         index = int(match.group(1) or 0)
         count = torch.cuda.device_count()
         if index >= count:
             raise SettingsError(
-                f"{source}={value}, but only {count} CUDA device(s) are visible "
-                f"(cuda:0..cuda:{count - 1}); use one of those, cpu or auto"
+                _("{source}={value}, but only {count} CUDA device(s) are visible "
+                  "(cuda:0..cuda:{last}); use one of those, cpu or auto").format(
+                    source=source, value=value, count=count, last=count - 1)
             )
         return torch.device("cuda", index)
     if text == "mps":
         if not _mps_available():
-            raise SettingsError(f"{source}=mps, but no Apple MPS device is available; use cpu or auto")
+            raise SettingsError(_("{source}=mps, but no Apple MPS device is available; use cpu or "
+                                  "auto").format(source=source))
         return torch.device("mps")
-    raise SettingsError(f"{source} must be one of {DEVICE_CHOICES}; got {str(value)!r}")
+    raise SettingsError(_("{source} must be one of {choices}; got {value!r}").format(
+                            source=source, choices=DEVICE_CHOICES, value=str(value)))
 
 
 def default_num_classes() -> int:
@@ -154,11 +162,11 @@ class CourseSettings:
 
     @property
     def num_classes(self) -> int:
-        return parse_num_classes(self.num_classes_widget.value, source="class count")
+        return parse_num_classes(self.num_classes_widget.value, source=_("class count"))
 
     @property
     def device(self) -> torch.device:
-        return parse_device(self.device_widget.value, source="device")
+        return parse_device(self.device_widget.value, source=_("device"))
 
     def __repr__(self) -> str:
         return f"CourseSettings(num_classes={self.num_classes}, device={_device_name(self.device)!r})"
@@ -177,11 +185,11 @@ def course_settings(*, show: bool = True) -> CourseSettings:
     style = {"description_width": "initial"}
     classes = widgets.IntSlider(
         value=default_num_classes(), min=MIN_CLASSES, max=MAX_CLASSES, step=1,
-        description="Number of classes", continuous_update=False, style=style,
+        description=_("Number of classes"), continuous_update=False, style=style,
     )
     options = available_devices()
     wanted = _device_name(default_device())
-    device = widgets.Dropdown(options=options, value=wanted, description="Device", style=style)
+    device = widgets.Dropdown(options=options, value=wanted, description=_("Device"), style=style)
     settings = CourseSettings(classes, device)
     if show:
         from IPython.display import display
