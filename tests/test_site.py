@@ -1,0 +1,235 @@
+"""The course website (`make site`, tools/site.py) in a real browser (markers ``browser``, ``slow``).
+
+The site is built once into a temporary folder and served on 127.0.0.1; headless Chromium, driven
+by playwright, may reach that server only (every other request is aborted and counted as a
+failure). Every page must load without a console error or a failed request, every image must have
+a size, every link inside the site must lead to a file (and to its anchor), the search must find
+``weights_only`` in chapter 3 of both editions, and the language switch must land on the same
+chapter. Screenshots of chapter 3 in each language, desktop and phone width, are saved under
+``tests/artifacts/screenshots/site-*.png`` (git-ignored).
+
+Needs Debian's Chromium like tests/test_browser.py: without it the tests skip, unless
+``COURSE_REQUIRE_BROWSER=1`` turns the skip into a failure.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import http.server
+import json
+import re
+import threading
+import time
+from pathlib import Path
+from urllib.parse import unquote, urljoin, urlsplit
+
+import pytest
+
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, _require_browser
+from tools import site
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHAPTER = "03_saving_and_loading"
+SEARCH_TERM = "weights_only"
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
+SKIP_LINKS = re.compile(r"^(mailto:|javascript:)")
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # keep pytest's output readable
+        pass
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The site, built once; yields (folder, seconds the build took)."""
+    _require_browser()
+    out = tmp_path_factory.mktemp("site") / "site"
+    start = time.perf_counter()
+    site.build(out)
+    seconds = time.perf_counter() - start
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"\nsite built in {seconds:.0f} s, {size / 1e6:.1f} MB")
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(built):
+    """The built site over HTTP on 127.0.0.1; yields its base URL."""
+    handler = functools.partial(_QuietHandler, directory=str(built))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                              args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+class _Page:
+    """A page whose requests may reach ``base`` only; records what went wrong."""
+
+    def __init__(self, browser, base: str, viewport: dict | None = None):
+        self.context = browser.new_context(viewport=viewport or DESKTOP, service_workers="block")
+        self.problems: list[str] = []
+        host = urlsplit(base).netloc
+
+        def route(r):
+            if urlsplit(r.request.url).netloc == host:
+                r.continue_()
+            else:
+                self.problems.append(f"request to another host: {r.request.url}")
+                r.abort()
+
+        self.context.route("**/*", route)
+        self.page = self.context.new_page()
+        self.page.on("console", lambda m: m.type == "error" and self.problems.append(
+            f"console error: {m.text}"))
+        self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
+        self.page.on("requestfailed", lambda r: self.problems.append(
+            f"failed request: {r.url} ({r.failure})"))
+        self.page.on("response", lambda r: r.status >= 400 and self.problems.append(
+            f"HTTP {r.status}: {r.url}"))
+
+    def close(self) -> None:
+        self.context.close()
+
+
+def _pages(built: Path) -> list[str]:
+    """Every page of both editions (the root page only redirects: its own test checks it)."""
+    return sorted(p.relative_to(built).as_posix() for p in built.glob("*/**/*.html"))
+
+
+def _ids(path: Path) -> set[str]:
+    return set(re.findall(r'\bid="([^"]+)"', path.read_text(encoding="utf-8")))
+
+
+def test_every_page_loads_offline_with_its_images_and_internal_links(built, server, browser):
+    pages = _pages(built)
+    assert {f"{lang}/{CHAPTER}.html" for lang in ("en", "zh")} <= set(pages), pages
+    ids: dict[Path, set[str]] = {}
+    problems = []
+    checked = 0
+    for rel in pages:
+        tab = _Page(browser, server)
+        try:
+            tab.page.goto(server + rel, wait_until="load")
+            images = tab.page.eval_on_selector_all(
+                "img", "els => els.map(e => [e.currentSrc || e.src, e.complete, e.naturalWidth])")
+            links = tab.page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")
+        finally:
+            tab.close()
+        problems += [f"{rel}: {p}" for p in tab.problems]
+        problems += [f"{rel}: image without a size: {src}" for src, done, width in images
+                     if not done or width == 0]
+        for href in links:
+            if SKIP_LINKS.match(href) or not href.startswith(server):
+                continue
+            parts = urlsplit(href)
+            target = built / unquote(parts.path[len(urlsplit(server).path):])
+            if target.is_dir():
+                target = target / "index.html"
+            checked += 1
+            if not target.is_file():
+                problems.append(f"{rel}: broken link {href}")
+            elif parts.fragment and target.suffix == ".html":
+                if target not in ids:
+                    ids[target] = _ids(target)
+                if unquote(parts.fragment) not in ids[target]:
+                    problems.append(f"{rel}: no anchor #{parts.fragment} in {target.name}")
+    assert not problems, "\n".join(problems[:40])
+    assert checked > 100, f"only {checked} internal links found: the crawl saw no navigation"
+
+
+def test_the_site_root_leads_to_the_english_edition(server, browser):
+    tab = _Page(browser, server)
+    try:
+        tab.page.goto(server)
+        tab.page.wait_for_url(f"{server}en/index.html")
+    finally:
+        tab.close()
+    assert not tab.problems, tab.problems
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_search_finds_weights_only_in_chapter_3(server, browser, lang):
+    tab = _Page(browser, server)
+    try:
+        tab.page.goto(f"{server}{lang}/search.html?q={SEARCH_TERM}")
+        results = tab.page.locator("#search-results ul.search li a")
+        results.first.wait_for(timeout=30_000)
+        hrefs = results.evaluate_all("els => els.map(e => e.href)")
+    finally:
+        tab.close()
+    assert any(urlsplit(h).path.endswith(f"/{lang}/{CHAPTER}.html") for h in hrefs), hrefs
+    assert not tab.problems, tab.problems
+
+
+@pytest.mark.parametrize(("lang", "other"), [("en", "zh"), ("zh", "en")])
+def test_the_language_switch_lands_on_the_same_chapter(server, browser, lang, other):
+    tab = _Page(browser, server)
+    try:
+        tab.page.goto(f"{server}{lang}/{CHAPTER}.html")
+        switch = tab.page.locator(".course-bar a.course-lang-switch")
+        assert switch.count() == 1
+        switch.click()
+        tab.page.wait_for_url(f"{server}{other}/{CHAPTER}.html")
+        assert tab.page.evaluate("document.documentElement.lang").startswith(other)
+        download = tab.page.locator(".course-bar a.course-download").get_attribute("href")
+        assert urljoin(tab.page.url, download) == f"{server}{other}/notebooks/{CHAPTER}.ipynb"
+    finally:
+        tab.close()
+    assert not tab.problems, tab.problems
+
+
+def test_chapter_pages_carry_the_colab_badge_and_the_notebooks_download(built):
+    for lang in ("en", "zh"):
+        notebooks = site.EDITIONS[lang].notebooks
+        for page in sorted((built / lang).glob("0*.html")):
+            text = page.read_text(encoding="utf-8")
+            assert "colab.research.google.com/github/" in text, page
+            assert 'src="_images/colab-badge.svg"' in text or "colab-badge.svg" in text, page
+            download = built / lang / "notebooks" / f"{page.stem}.ipynb"
+            assert download.read_bytes() == (notebooks / download.name).read_bytes()
+
+
+def test_widget_outputs_are_a_note_not_an_embed(built):
+    """No widget JavaScript or widget view is on any page; chapters with a widget show the note."""
+    en = site.EDITIONS["en"]
+    for page in (built / "en").glob("0*.html"):
+        nb = json.loads((en.notebooks / f"{page.stem}.ipynb").read_text(encoding="utf-8"))
+        widgets = sum(site.WIDGET_MIME in out.get("data", {})
+                      for cell in nb["cells"] for out in cell.get("outputs", []))
+        text = page.read_text(encoding="utf-8")
+        assert site.WIDGET_MIME not in text and "embed-amd.js" not in text and "require.js" not in text
+        assert text.count("course-widget-note") == widgets, page.name
+        if widgets:
+            assert html.escape(en.widget_note, quote=False) in text
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+@pytest.mark.parametrize(("width", "viewport"), [("desktop", DESKTOP), ("mobile", PHONE)])
+def test_screenshots_of_chapter_3(server, browser, lang, width, viewport):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    tab = _Page(browser, server, viewport)
+    try:
+        tab.page.goto(f"{server}{lang}/{CHAPTER}.html", wait_until="load")
+        path = SCREENSHOTS / f"site-{lang}-{width}.png"
+        tab.page.screenshot(path=str(path))
+    finally:
+        tab.close()
+    print(f"screenshot: {path}")
+    assert path.stat().st_size > 0 and not tab.problems, tab.problems
