@@ -21,7 +21,7 @@ PYTEST_ARGS ?=
 # conftest.py supplies the sanitizer (notebooks/sanitize.cfg) and the kernel of this environment.
 NBVAL := --nbval --nbval-cell-timeout=600
 
-.PHONY: help venv venv-dev lab test test-fast test-gpu test-compat notebooks notebooks-zh translations messages lint format bench stamp-urls clean
+.PHONY: help venv venv-dev lab test test-fast test-gpu test-compat notebooks notebooks-zh translations messages lint format bench stamp-urls site clean
 
 help:
 	@echo "make lab        set up .venv and start JupyterLab on notebooks/"
@@ -34,6 +34,7 @@ help:
 	@echo "make test-gpu   the suite on a CUDA machine (COURSE_DEVICE=cuda, same outputs compared)"
 	@echo "make bench      measure course runtime, loop overhead and checkpoint I/O"
 	@echo "make test-compat PYTHON=3.12 TORCH=2.11 [IPYWIDGETS=7.7.1]  the suite on another stack"
+	@echo "make site       build the course website (both editions) into build/site/ from the committed notebooks"
 	@echo "make stamp-urls write pyproject.toml's repository URL and colab-ref into the notebooks"
 
 $(PY):
@@ -118,6 +119,11 @@ messages: $(DEV_STAMP)
 # colab-ref (tools/stamp_urls.py; only cell sources change, a second run changes nothing).
 stamp-urls: | $(PY)
 	$(PY) -m tools.stamp_urls
+
+# The website (tools/site.py, docs/conf.py): Sphinx + myst-nb show the notebooks' stored outputs,
+# nothing is executed or fetched; open build/site/index.html or serve the folder.
+site: $(DEV_STAMP)
+	$(PY) -m tools.site
 
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check helpers tests tools notebooks

@@ -49,8 +49,10 @@ EDITIONS = {
                   "An interactive widget is shown here when you run the notebook "
                   "(in JupyterLab or Colab); the website shows the notebook's stored outputs only."),
     "zh": Edition("zh", ROOT / "notebooks" / "zh", ROOT / "README.zh-CN.md", "README.md", "章节",
-                  "运行笔记本（JupyterLab 或 Colab）时，这里会显示一个交互控件；网站只展示笔记本保存的输出。"),
+                  "运行笔记本（JupyterLab 或 Colab）时，这里会显示一个交互控件；"
+                  "网站只展示笔记本保存的输出。"),
 }
+EN = EDITIONS["en"]
 
 
 def _source(cell: dict) -> str:
@@ -67,7 +69,7 @@ def widget_note(note: str) -> dict:
 def stage_notebook(nb: dict, edition: Edition) -> dict:
     """The site's copy of a chapter: local badge image, widget outputs replaced by a note.
 
-    >>> stage_notebook(json.loads(Path("notebooks/03_saving_and_loading.ipynb").read_text()), EDITIONS["en"])
+    >>> staged = stage_notebook(json.loads(Path("notebooks/01_model_definition.ipynb").read_text()), EN)
     """
     for cell in nb.get("cells", []):
         text = _source(cell)
