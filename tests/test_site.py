@@ -8,6 +8,8 @@ a size, every link inside the site must lead to a file (and to its anchor), the 
 chapter. Screenshots of chapter 3 in each language, desktop and phone width, are saved under
 ``tests/artifacts/screenshots/site-*.png`` (git-ignored).
 
+One quick test (no browser) checks that both READMEs link pyproject's ``Documentation`` address.
+
 Needs Debian's Chromium like tests/test_browser.py: without it the tests skip, unless
 ``COURSE_REQUIRE_BROWSER=1`` turns the skip into a failure.
 """
@@ -29,7 +31,12 @@ import pytest
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, _require_browser
 from tools import site
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CHAPTER = "03_saving_and_loading"
 SEARCH_TERM = "weights_only"
@@ -117,6 +124,8 @@ def _ids(path: Path) -> set[str]:
     return set(re.findall(r'\bid="([^"]+)"', path.read_text(encoding="utf-8")))
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 def test_every_page_loads_offline_with_its_images_and_internal_links(built, server, browser):
     pages = _pages(built)
     assert {f"{lang}/{CHAPTER}.html" for lang in ("en", "zh")} <= set(pages), pages
@@ -154,6 +163,8 @@ def test_every_page_loads_offline_with_its_images_and_internal_links(built, serv
     assert checked > 100, f"only {checked} internal links found: the crawl saw no navigation"
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 def test_the_site_root_leads_to_the_english_edition(server, browser):
     tab = _Page(browser, server)
     try:
@@ -164,6 +175,8 @@ def test_the_site_root_leads_to_the_english_edition(server, browser):
     assert not tab.problems, tab.problems
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 @pytest.mark.parametrize("lang", ["en", "zh"])
 def test_search_finds_weights_only_in_chapter_3(server, browser, lang):
     tab = _Page(browser, server)
@@ -178,6 +191,8 @@ def test_search_finds_weights_only_in_chapter_3(server, browser, lang):
     assert not tab.problems, tab.problems
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 @pytest.mark.parametrize(("lang", "other"), [("en", "zh"), ("zh", "en")])
 def test_the_language_switch_lands_on_the_same_chapter(server, browser, lang, other):
     tab = _Page(browser, server)
@@ -195,17 +210,22 @@ def test_the_language_switch_lands_on_the_same_chapter(server, browser, lang, ot
     assert not tab.problems, tab.problems
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 def test_chapter_pages_carry_the_colab_badge_and_the_notebooks_download(built):
     for lang in ("en", "zh"):
         notebooks = site.EDITIONS[lang].notebooks
         for page in sorted((built / lang).glob("0*.html")):
             text = page.read_text(encoding="utf-8")
             assert "colab.research.google.com/github/" in text, page
-            assert 'src="_images/colab-badge.svg"' in text or "colab-badge.svg" in text, page
+            assert re.search(r'<img [^>]*src="_images/colab-badge\.svg"', text), page
+            assert site.BADGE_URL not in text, page
             download = built / lang / "notebooks" / f"{page.stem}.ipynb"
             assert download.read_bytes() == (notebooks / download.name).read_bytes()
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 def test_widget_outputs_are_a_note_not_an_embed(built):
     """No widget JavaScript or widget view is on any page; chapters with a widget show the note."""
     en = site.EDITIONS["en"]
@@ -220,6 +240,8 @@ def test_widget_outputs_are_a_note_not_an_embed(built):
             assert html.escape(en.widget_note, quote=False) in text
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 @pytest.mark.parametrize("lang", ["en", "zh"])
 @pytest.mark.parametrize(("width", "viewport"), [("desktop", DESKTOP), ("mobile", PHONE)])
 def test_screenshots_of_chapter_3(server, browser, lang, width, viewport):
@@ -233,3 +255,11 @@ def test_screenshots_of_chapter_3(server, browser, lang, width, viewport):
         tab.close()
     print(f"screenshot: {path}")
     assert path.stat().st_size > 0 and not tab.problems, tab.problems
+
+
+def test_readme_links_the_website_named_in_pyproject():
+    """pyproject's [project.urls] Documentation is the address both READMEs give (zh/ for 中文)."""
+    url = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Documentation"]
+    assert url.startswith("https://") and url.endswith("/")
+    assert f"<{url}>" in (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"<{url}zh/>" in (ROOT / "README.zh-CN.md").read_text(encoding="utf-8")
