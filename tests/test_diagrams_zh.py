@@ -250,3 +250,19 @@ def test_bad_input_is_explained_in_chinese(monkeypatch):
         state_dict_tree([3])
     with pytest.raises(ValueError, match="helpers.checkpoint.save_checkpoint"):
         checkpoint_anatomy({"format": 1})
+
+
+def test_no_committed_notebook_output_reports_a_missing_glyph():
+    """Both editions' stored outputs: a missing glyph would show as a warning under a figure."""
+    import json
+
+    found = []
+    for path in sorted((ROOT / "notebooks").rglob("*.ipynb")):
+        if ".ipynb_checkpoints" in path.parts:
+            continue
+        for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+            for output in cell.get("outputs", []):
+                text = "".join(output.get("text", []))
+                if ("Glyph" in text and "missing from" in text) or "findfont:" in text:
+                    found.append(f"{path.relative_to(ROOT)} cell {cell.get('id')}")
+    assert not found, found
