@@ -8,7 +8,8 @@ a size, every link inside the site must lead to a file (and to its anchor), the 
 chapter. Screenshots of chapter 3 in each language, desktop and phone width, are saved under
 ``tests/artifacts/screenshots/site-*.png`` (git-ignored).
 
-One quick test (no browser) checks that both READMEs link pyproject's ``Documentation`` address.
+Quick tests (no browser) check that both READMEs link pyproject's ``Documentation`` address and
+that .github/workflows/pages.yml (actionlint, `make site`, actions/deploy-pages) publishes it.
 
 Needs Debian's Chromium like tests/test_browser.py: without it the tests skip, unless
 ``COURSE_REQUIRE_BROWSER=1`` turns the skip into a failure.
@@ -20,7 +21,9 @@ import functools
 import html
 import http.server
 import json
+import os
 import re
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -263,3 +266,44 @@ def test_readme_links_the_website_named_in_pyproject():
     assert url.startswith("https://") and url.endswith("/")
     assert f"<{url}>" in (ROOT / "README.md").read_text(encoding="utf-8")
     assert f"<{url}zh/>" in (ROOT / "README.zh-CN.md").read_text(encoding="utf-8")
+
+
+# --- .github/workflows/pages.yml: publishing the site ----------------------------------------------
+
+PAGES = ROOT / ".github" / "workflows" / "pages.yml"
+
+
+def test_actionlint_accepts_the_pages_workflow():
+    from tests.test_workflow import _actionlint
+
+    exe = _actionlint()
+    if exe is None:
+        if os.environ.get("COURSE_REQUIRE_DEV_TOOLS") == "1":  # set by `make test`
+            pytest.fail("actionlint is missing: `make test` installs it from requirements-dev.txt")
+        pytest.skip("actionlint is missing (no wheel for this platform): `brew install actionlint`")
+    result = subprocess.run([exe, "-no-color", str(PAGES.relative_to(ROOT))], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_pages_workflow_builds_with_make_site_and_deploys_on_the_default_branch():
+    import yaml
+
+    from tests.test_workflow import _make_targets
+
+    workflow = yaml.safe_load(PAGES.read_text())
+    assert workflow[True]["push"]["branches"] == ["main"]  # YAML 1.1 reads the key `on` as True
+    build, deploy = workflow["jobs"]["build"], workflow["jobs"]["deploy"]
+    runs = [step["run"] for step in build["steps"] if "run" in step]
+    assert "make site" in runs and "site" in _make_targets()
+    upload = next(s for s in build["steps"] if s.get("uses", "").startswith("actions/upload-pages-artifact@"))
+    assert upload["with"]["path"] == "build/site"  # where tools/site.py writes
+    assert deploy["needs"] == "build" and deploy["environment"]["name"] == "github-pages"
+    assert [s["uses"].split("@")[0] for s in deploy["steps"]] == ["actions/deploy-pages"]
+    assert deploy["permissions"] == {"pages": "write", "id-token": "write"}
+    assert workflow["permissions"] == {"contents": "read"}  # only the deploy job may write
+    for job in workflow["jobs"].values():
+        assert job["timeout-minutes"] <= 30
+        for step in job["steps"]:
+            if "uses" in step:
+                assert re.fullmatch(r"[\w-]+/[\w-]+@v\d+", step["uses"]), step["uses"]
