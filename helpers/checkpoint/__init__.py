@@ -53,6 +53,7 @@ from helpers.checkpoint.reading import _read
 from helpers.checkpoint.summary import checkpoint_summary, outputs_equal, state_dicts_equal
 from helpers.checkpoint.training import load_checkpoint, save_checkpoint
 from helpers.checkpoint.weights import load_weights, load_whole_model, save_weights
+from helpers.i18n import _
 
 __all__ = ["FORMAT", "RESERVED_KEYS", "WEIGHT_KEYS", "WRAPPER_PREFIXES", "BestAndLast",
            "ShardedBestAndLast",
@@ -79,7 +80,8 @@ def __getattr__(name: str) -> object:
     """The DCP API, imported on first use (``torch.distributed.checkpoint`` costs seconds)."""
     module = _LAZY.get(name)
     if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        raise AttributeError(_("module {name!r} has no attribute {name2!r}").format(
+                                 name=__name__, name2=name))
     import importlib
 
     value = getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from helpers.checkpoint.atomic import _size
+from helpers.i18n import _
 
 # What a load may inflate to: twice the file plus 1 MiB (torch.save's members are stored as is).
 INFLATION_FACTOR, INFLATION_SLACK = 2, 1 << 20
@@ -46,9 +47,10 @@ def inflation_problem(archive: zipfile.ZipFile, file_size: int) -> str | None:
     if total <= inflation_limit(file_size):
         return None
     biggest = max(infos, key=lambda info: info.file_size)
-    return (f"its zip members would inflate to {_size(total)} ({biggest.filename!r} alone to "
-            f"{_size(biggest.file_size)}) from {_size(file_size)} on disk; a file written by "
-            f"torch.save never inflates like that (a zip bomb?)")
+    return (_("its zip members would inflate to {total} ({filename!r} alone to {biggest}) from "
+              "{on_disk} on disk; a file written by torch.save never inflates like that (a zip "
+              "bomb?)").format(total=_size(total), filename=biggest.filename,
+                               biggest=_size(biggest.file_size), on_disk=_size(file_size)))
 
 
 def _member(archive: zipfile.ZipFile, name: str) -> tuple[str, str]:
@@ -105,11 +107,11 @@ def pt2_problem(data: bytes) -> str | None:
         # torch < 2.7 wrote an older layout: the program as JSON, tensors in torch.save files.
         legacy = {"serialized_exported_program.json", "version"} <= members
         if "archive_format" not in members and not legacy:
-            return "it is not in the archive format of torch.export.save (no archive_format entry)"
+            return _("it is not in the archive format of torch.export.save (no archive_format entry)")
         pickled: list[str] = []
-        for (rest, _), name in zip(names, archive.namelist(), strict=True):
+        for (rest, _kind), name in zip(names, archive.namelist(), strict=True):
             if rest.startswith(_CODE_DIRS) or rest.endswith((".so", ".dll", ".dylib")):
-                return f"it holds compiled code ({rest}), which loading would run"
+                return _("it holds compiled code ({rest}), which loading would run").format(rest=rest)
             if rest.endswith(("_weights_config.json", "_constants_config.json")):
                 pickled += _pickled_config_entries(archive, name)
             elif rest.endswith((".pt", ".pkl")) and not _loads_safely(archive.read(name)):
@@ -117,8 +119,8 @@ def pt2_problem(data: bytes) -> str | None:
         if pickled:
             shown = ", ".join(pickled[:3]) + (f" and {len(pickled) - 3} more" if len(pickled) > 3
                                               else "")
-            return (f"it holds pickled Python objects that torch.export.load would unpickle with "
-                    f"weights_only=False: {shown}")
+            return (_("it holds pickled Python objects that torch.export.load would unpickle with "
+                      "weights_only=False: {shown}").format(shown=shown))
     return None
 
 

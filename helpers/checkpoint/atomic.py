@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from helpers.checkpoint.errors import CheckpointError, PathLike, _first_line, _os_error
+from helpers.i18n import _
 
 LOCK_NAME = ".lock"
 # .<name>.tmp-<pid>-<thread>-<random>; the older .<name>.tmp-<pid> is still recognised.
@@ -64,7 +65,7 @@ def _atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
     """Write a temp file in the same folder, fsync it, rename it onto ``path``, fsync the folder."""
     try:
         if path.is_dir():
-            raise CheckpointError(path, "this is a folder", "Give a file name, e.g. runs/last.pt.")
+            raise CheckpointError(path, _("this is a folder"), _("Give a file name, e.g. runs/last.pt."))
         path.parent.mkdir(parents=True, exist_ok=True)
     except (OSError, ValueError) as exc:
         raise _os_error(path, exc, "write") from None
@@ -117,14 +118,15 @@ def _disk_full_error(path: Path, write: Callable[[BinaryIO], Any]) -> Checkpoint
     counter = _Counter()
     try:
         write(counter)  # type: ignore[arg-type]
-        needed = f"needs {_size(counter.size)}, "
+        needed = _("needs {size}, ").format(size=_size(counter.size))
     except Exception:  # a writer that needs a real file (seek, fileno): size unknown
         needed = ""
     free = _size(shutil.disk_usage(path.parent).free)
     return CheckpointError(
-        path, f"the disk is full: the file {needed}{free} free in {path.parent}",
-        "Free some space (delete old checkpoints or runs) or save to another disk. The previous "
-        "version of the file, if any, is intact; nothing was half-written.")
+        path, _("the disk is full: the file {needed}{free} free in {parent}").format(
+                  needed=needed, free=free, parent=path.parent),
+        _("Free some space (delete old checkpoints or runs) or save to another disk. The previous "
+          "version of the file, if any, is intact; nothing was half-written."))
 
 
 def _size(size: float) -> str:
@@ -132,7 +134,7 @@ def _size(size: float) -> str:
         if size < 1024 or unit == "GiB":
             return f"{int(size)} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
         size /= 1024
-    raise AssertionError("unreachable")
+    raise AssertionError(_("unreachable"))
 
 
 def _process_exists(pid: int) -> bool:
@@ -201,8 +203,8 @@ class FolderLock:
 
     def acquire(self) -> FolderLock:
         if self.folder.exists() and not self.folder.is_dir():
-            raise CheckpointError(self.folder, "this is a file, not a folder",
-                                  "Pass a folder for the checkpoints, e.g. runs/pipeline.")
+            raise CheckpointError(self.folder, _("this is a file, not a folder"),
+                                  _("Pass a folder for the checkpoints, e.g. runs/pipeline."))
         lock = self.folder / LOCK_NAME
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -212,28 +214,29 @@ class FolderLock:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:  # a pipe, or a hard link
                 file.close()
-                raise CheckpointError(lock, "it is not a plain file of its own (a pipe, device "
-                                            "or hard link)", f"Delete it (rm {lock}) and run again.")
+                raise CheckpointError(lock, _("it is not a plain file of its own (a pipe, device or "
+                                              "hard link)"), _("Delete it (rm {lock}) and run again.").format(
+                                                                 lock=lock))
         except OSError as exc:
             if exc.errno == errno.ELOOP or lock.is_symlink():
-                raise CheckpointError(lock, "it is a symbolic link, not the run's lock file",
-                                      "Nothing was written through it. Delete the link (rm "
-                                      f"{lock}) or pass another folder.") from None
-            raise CheckpointError(self.folder, f"cannot write in this folder ({type(exc).__name__}: "
-                                               f"{_first_line(exc)})",
-                                  "Pass a folder you may write to.") from None
+                raise CheckpointError(lock, _("it is a symbolic link, not the run's lock file"),
+                                      _("Nothing was written through it. Delete the link (rm {lock}) or "
+                                        "pass another folder.").format(lock=lock)) from None
+            raise CheckpointError(self.folder, _("cannot write in this folder ({type}: {first_line})").format(
+                                                   type=type(exc).__name__, first_line=_first_line(exc)),
+                                  _("Pass a folder you may write to.")) from None
         except ValueError as exc:
             raise _os_error(self.folder, exc, "write") from None
         try:
             _lock(file)
         except OSError:
             file.seek(0)
-            owner = file.read().strip() or "another process"
+            owner = file.read().strip() or _("another process")
             file.close()
-            raise CheckpointError(self.folder, f"another run is using this folder ({owner})",
-                                  "Wait until it ends or stop it, or pass another folder; two "
-                                  "runs in one folder would overwrite each other's last.pt and "
-                                  "best.pt.") from None
+            raise CheckpointError(self.folder, _("another run is using this folder ({owner})").format(
+                                                   owner=owner),
+                                  _("Wait until it ends or stop it, or pass another folder; two runs in "
+                                    "one folder would overwrite each other's last.pt and best.pt.")) from None
         file.seek(0)
         file.truncate()
         file.write(f"process {os.getpid()} on {socket.gethostname()}\n")

@@ -16,6 +16,7 @@ from torch import nn
 
 from helpers.checkpoint.errors import PathLike
 from helpers.checkpoint.training import save_checkpoint
+from helpers.i18n import _
 
 
 def _rank_zero() -> bool:
@@ -48,9 +49,12 @@ class BestAndLast:
                  save: bool | None = None, last_name: str = "last.pt", best_name: str = "best.pt",
                  **extras: Any) -> None:
         if mode not in ("max", "min"):
-            raise ValueError(f"mode must be 'max' (accuracy) or 'min' (loss), got {mode!r}")
+            raise ValueError(_("mode must be 'max' (accuracy) or 'min' (loss), got {mode!r}").format(
+                                 mode=mode))
         if best is not None and (isinstance(best, bool) or not isinstance(best, (int, float))):
-            raise ValueError(f"best must be a number (the best {metric} so far) or None, got {best!r}")
+            raise ValueError(_("best must be a number (the best {metric} so far) or None, got "
+                               "{best!r}").format(
+                                 metric=metric, best=best))
         self.folder = Path(folder)
         self.model, self.optimizer, self.scheduler, self.scaler = model, optimizer, scheduler, scaler
         self.metric, self.mode, self.best_key = metric, mode, best_key
@@ -64,8 +68,8 @@ class BestAndLast:
         values = history[self.metric] if isinstance(history, Mapping) else getattr(history,
                                                                                     self.metric, None)
         if not values:
-            raise ValueError(f"the history has no {self.metric!r} values; pass metric= one of "
-                             f"the metrics fit records (val_acc, val_loss, train_loss...)")
+            raise ValueError(_("the history has no {metric!r} values; pass metric= one of the metrics "
+                               "fit records (val_acc, val_loss, train_loss...)").format(metric=self.metric))
         return [float(v) for v in values]
 
     def improved(self, value: float) -> bool:

@@ -29,6 +29,7 @@ from helpers.checkpoint.dcp_files import (
 )
 from helpers.checkpoint.errors import CheckpointError, PathLike, _first_line
 from helpers.checkpoint.reading import _read
+from helpers.i18n import _
 
 
 def dcp_to_file(folder: PathLike, path: PathLike) -> Path:
@@ -44,8 +45,8 @@ def dcp_to_file(folder: PathLike, path: PathLike) -> Path:
     folder, path = Path(folder), Path(path)
     read_dcp_metadata(folder)  # a missing shard or a damaged index: one clear error first
     if is_dcp_folder(path) or path.is_dir():
-        raise CheckpointError(path, "this is a folder; the converted checkpoint is one file",
-                              "Give a file name, e.g. runs/last.pt.")
+        raise CheckpointError(path, _("this is a folder; the converted checkpoint is one file"),
+                              _("Give a file name, e.g. runs/last.pt."))
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path.parent)
     tmp = temp_path_for(path)
@@ -57,8 +58,8 @@ def dcp_to_file(folder: PathLike, path: PathLike) -> Path:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except Exception as exc:
-        raise CheckpointError(folder, f"cannot convert it ({type(exc).__name__}: "
-                                      f"{_first_line(exc)})") from None
+        raise CheckpointError(folder, _("cannot convert it ({type}: {first_line})").format(
+                                          type=type(exc).__name__, first_line=_first_line(exc))) from None
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
@@ -78,12 +79,12 @@ def file_to_dcp(path: PathLike, folder: PathLike) -> Path:
     """
     path, folder = Path(path), Path(folder)
     if path.is_dir():
-        raise CheckpointError(path, "this is a folder (a DCP checkpoint?), not a checkpoint file",
-                              "dcp_to_file(folder, path) converts the other way.")
+        raise CheckpointError(path, _("this is a folder (a DCP checkpoint?), not a checkpoint file"),
+                              _("dcp_to_file(folder, path) converts the other way."))
     _read(path, mmap=False)  # refuses folders, pickled code and damaged files with one message
     if folder.exists() and not folder.is_dir():
-        raise CheckpointError(folder, "this is a file; a DCP checkpoint is a folder",
-                              "Give a folder name without a suffix, e.g. runs/dcp/last.")
+        raise CheckpointError(folder, _("this is a file; a DCP checkpoint is a folder"),
+                              _("Give a folder name without a suffix, e.g. runs/dcp/last."))
     folder.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_sharded_temps(folder)
     tmp = _temp_name(folder, "tmp")
@@ -95,8 +96,8 @@ def file_to_dcp(path: PathLike, folder: PathLike) -> Path:
         _swap_in(tmp, folder)
     except Exception as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise CheckpointError(path, f"cannot convert it ({type(exc).__name__}: "
-                                    f"{_first_line(exc)})") from None
+        raise CheckpointError(path, _("cannot convert it ({type}: {first_line})").format(
+                                        type=type(exc).__name__, first_line=_first_line(exc))) from None
     _fsync_dir(folder.parent)
     return folder
 

@@ -29,6 +29,7 @@ from torch.distributed.checkpoint.metadata import Metadata, TensorStorageMetadat
 from helpers.checkpoint.atomic import _fsync_dir, _process_exists
 from helpers.checkpoint.errors import DAMAGED_ADVICE, CheckpointError, PathLike, _first_line
 from helpers.checkpoint.weights import _short_list
+from helpers.i18n import _
 
 METADATA = ".metadata"
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<host>.+)-(?P<pid>\d+)$")
@@ -127,18 +128,18 @@ def _clone(value: Any) -> Any:
 def _resolve(folder: PathLike) -> Path:
     folder = Path(folder)
     if folder.is_file():
-        raise CheckpointError(folder, "this is a file, not a DCP checkpoint folder", _NOT_DCP)
+        raise CheckpointError(folder, _("this is a file, not a DCP checkpoint folder"), _NOT_DCP)
     if not folder.exists():
         remove_stale_sharded_temps(folder)  # a save killed between its renames: put it back
     if not folder.exists():
-        raise CheckpointError(folder, "no such DCP checkpoint folder",
-                              "Check the name, or save with save_sharded first.")
+        raise CheckpointError(folder, _("no such DCP checkpoint folder"),
+                              _("Check the name, or save with save_sharded first."))
     if not (folder / METADATA).exists():
         names = sorted(p.name for p in folder.iterdir())[:8]
-        raise CheckpointError(folder, f"it has no {METADATA}, so it is not a complete DCP "
-                                      f"checkpoint (it holds {names})",
-                              "A save that never finished leaves no .metadata; use an earlier "
-                              "checkpoint. For a folder of .pt files, pick one of them.")
+        raise CheckpointError(folder, _("it has no {METADATA}, so it is not a complete DCP checkpoint "
+                                        "(it holds {names})").format(METADATA=METADATA, names=names),
+                              _("A save that never finished leaves no .metadata; use an earlier "
+                                "checkpoint. For a folder of .pt files, pick one of them."))
     return folder
 
 
@@ -154,18 +155,22 @@ def read_dcp_metadata(folder: PathLike) -> Metadata:
         with open(folder / METADATA, "rb") as f:
             metadata = _MetadataUnpickler(f).load()
     except Exception as exc:
-        raise CheckpointError(folder, f"its {METADATA} is damaged ({type(exc).__name__}: "
-                                      f"{_first_line(exc) or 'cut short'})", DAMAGED_ADVICE) from None
+        raise CheckpointError(folder, _("its {file} is damaged ({type}: {message})").format(
+            file=METADATA, type=type(exc).__name__, message=_first_line(exc) or _("cut short")),
+            DAMAGED_ADVICE) from None
     if not isinstance(metadata, Metadata) or not metadata.storage_data:
-        raise CheckpointError(folder, f"its {METADATA} is not a DCP index", DAMAGED_ADVICE)
+        raise CheckpointError(folder, _("its {file} is not a DCP index").format(file=METADATA),
+                              DAMAGED_ADVICE)
     for info in metadata.storage_data.values():  # every shard file there and long enough
         shard = folder / info.relative_path
         if not shard.is_file():
-            raise CheckpointError(folder, f"the shard file {info.relative_path} is missing",
-                                  "Copy the whole folder again (every __N_0.distcp file of every "
-                                  "rank), or use an earlier checkpoint.")
+            raise CheckpointError(folder, _("the shard file {relative_path} is missing").format(
+                                              relative_path=info.relative_path),
+                                  _("Copy the whole folder again (every __N_0.distcp file of every "
+                                    "rank), or use an earlier checkpoint."))
         if shard.stat().st_size < info.offset + info.length:
-            raise CheckpointError(folder, f"the shard file {info.relative_path} is cut short",
+            raise CheckpointError(folder, _("the shard file {relative_path} is cut short").format(
+                                              relative_path=info.relative_path),
                                   DAMAGED_ADVICE)
     return metadata
 
@@ -198,17 +203,20 @@ def check_keys(folder: PathLike, state: Mapping[str, Any], *, strict: bool = Tru
             shapes.append(f"  {key}: checkpoint {type(info).__name__} vs {type(value).__name__}")
         elif isinstance(value, Tensor) and isinstance(info, TensorStorageMetadata) and (
                 tuple(info.size) != tuple(value.shape)):
-            shapes.append(f"  {key}: checkpoint {list(info.size)} vs model {list(value.shape)}")
+            shapes.append("  " + _("{key}: checkpoint {saved} vs model {own}").format(
+                key=key, saved=list(info.size), own=list(value.shape)))
     if missing or unused or shapes:
         detail = "".join([f"\n  missing from the checkpoint: {_short_list(missing)}" if missing
                           else "", f"\n  in the checkpoint, not in the target (DCP would skip "
                           f"them silently): {_short_list(unused)}" if unused else "",
                           "\n" + "\n".join(shapes[:6]) if shapes else ""])
         raise CheckpointError(
-            Path(folder), f"it does not fit ({len(missing)} missing, {len(unused)} unused, "
-                          f"{len(shapes)} of another shape):{detail}",
-            "Is this the right model class and configuration (class count, width, depth) and "
-            "the same optimizer type? Nothing was loaded.")
+            Path(folder), _("it does not fit ({n_missing} missing, {n_unused} unused, {n_shapes} of "
+                            "another shape):{detail}").format(
+                              n_missing=len(missing), n_unused=len(unused), n_shapes=len(shapes),
+                              detail=detail),
+            _("Is this the right model class and configuration (class count, width, depth) and the same "
+              "optimizer type? Nothing was loaded."))
 
 
 def shard_layout(folder: PathLike) -> dict[str, list[tuple[str, list[int], list[int]]]]:

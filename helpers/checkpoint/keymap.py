@@ -15,6 +15,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from helpers.checkpoint.prefixes import unwrap_model
+from helpers.i18n import _
 
 Rules = Mapping[str, str] | Iterable[tuple[str, str]]
 _SHOWN = 4  # keys named per kind of problem in a message
@@ -43,13 +44,14 @@ def _compiled(rules: Rules) -> list[tuple[re.Pattern[str], str]]:
     for pair in pairs:
         if not (isinstance(pair, tuple) and len(pair) == 2
                 and all(isinstance(part, str) for part in pair)):
-            raise TypeError(f"each rule is a (pattern, replacement) pair of strings, as in "
-                            f"{{r'blocks\\.(\\d+)\\.': r'layer\\1.'}}; got {pair!r}")
+            raise TypeError(_("each rule is a (pattern, replacement) pair of strings, as in "
+                              "{{r'blocks\\.(\\d+)\\.': r'layer\\1.'}}; got {pair!r}").format(pair=pair))
         pattern, replacement = pair
         try:
             compiled.append((re.compile(pattern), replacement))
         except re.error as exc:
-            raise ValueError(f"rule {pattern!r}: not a regular expression ({exc})") from None
+            raise ValueError(_("rule {pattern!r}: not a regular expression ({exc})").format(
+                                 pattern=pattern, exc=exc)) from None
     return compiled
 
 
@@ -62,8 +64,9 @@ def _renamed(key: str, rules: list[tuple[re.Pattern[str], str]]) -> str:
             try:
                 return match.expand(replacement) + key[match.end():]
             except (re.error, IndexError) as exc:
-                raise ValueError(f"rule {pattern.pattern!r}: cannot use the replacement "
-                                 f"{replacement!r} ({exc})") from None
+                raise ValueError(_("rule {pattern!r}: cannot use the replacement {replacement!r} "
+                                   "({exc})").format(
+                                     pattern=pattern.pattern, replacement=replacement, exc=exc)) from None
     return key
 
 
@@ -96,8 +99,8 @@ def map_keys(state_dict: Mapping[str, Any], rules: Rules,
     compiled = _compiled(rules)
     odd = next((k for k in state_dict if not isinstance(k, str)), None)
     if odd is not None:
-        raise TypeError(f"state_dict keys must be strings like 'fc.weight', got {odd!r}; is this a "
-                        f"state_dict?")
+        raise TypeError(_("state_dict keys must be strings like 'fc.weight', got {odd!r}; is this a "
+                          "state_dict?").format(odd=odd))
     own = unwrap_model(target).state_dict() if isinstance(target, nn.Module) else target
     renamed: dict[str, list[str]] = {}
     for key in state_dict:
@@ -120,23 +123,25 @@ def map_keys(state_dict: Mapping[str, Any], rules: Rules,
 def _message(no_home: list[tuple[str, str]], unfilled: list[str],
              mismatched: list[tuple[str, str, tuple[int, ...], tuple[int, ...]]],
              merged: dict[str, list[str]]) -> str:
-    counts = [f"{len(no_home)} checkpoint tensor(s) without a home" if no_home else "",
-              f"{len(unfilled)} model tensor(s) not filled" if unfilled else "",
-              f"{len(mismatched)} of another shape" if mismatched else "",
-              f"{len(merged)} name(s) given to several checkpoint keys" if merged else ""]
-    lines = [f"the key map leaves {', '.join(c for c in counts if c)}:"]
+    counts = [_("{count} checkpoint tensor(s) without a home").format(count=len(no_home)) if no_home else "",
+              _("{count} model tensor(s) not filled").format(count=len(unfilled)) if unfilled else "",
+              _("{count} of another shape").format(count=len(mismatched)) if mismatched else "",
+              _("{count} name(s) given to several checkpoint keys").format(count=len(merged))
+              if merged else ""]
+    lines = [_("the key map leaves {counts}:").format(counts=", ".join(c for c in counts if c))]
     if no_home:
-        lines.append("  no home in the model: " + _listed(
-            [old if old == new else f"{old} (as {new})" for old, new in no_home]))
+        lines.append("  " + _("no home in the model: {keys}").format(keys=_listed(
+            [old if old == new else _("{old} (as {new})").format(old=old, new=new)
+             for old, new in no_home])))
     if unfilled:
-        lines.append("  not filled: " + _listed(unfilled))
+        lines.append("  " + _("not filled: {keys}").format(keys=_listed(unfilled)))
     if mismatched:
-        lines.append("  other shape: " + _listed(
-            [f"{old} -> {new}: checkpoint {list(a)} vs model {list(b)}"
-             for old, new, a, b in mismatched]))
+        lines.append("  " + _("other shape: {keys}").format(keys=_listed(
+            [_("{key}: checkpoint {saved} vs model {own}").format(
+                key=f"{old} -> {new}", saved=list(a), own=list(b)) for old, new, a, b in mismatched])))
     if merged:
-        lines.append("  several keys became one: " + _listed(
-            [f"{new} <- {' and '.join(old)}" for new, old in merged.items()]))
-    lines.append("Fix or add a rule so that each checkpoint key becomes one key of the model: "
-                 "compare list(checkpoint) with list(model.state_dict()).")
+        lines.append("  " + _("several keys became one: {keys}").format(keys=_listed(
+            [f"{new} <- {_(' and ').join(old)}" for new, old in merged.items()])))
+    lines.append(_("Fix or add a rule so that each checkpoint key becomes one key of the model: "
+                   "compare list(checkpoint) with list(model.state_dict())."))
     return "\n".join(lines)

@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from helpers.checkpoint.errors import WRAPPER_PREFIXES
+from helpers.i18n import _
 
 
 def _strip_key(key: str, prefixes: tuple[str, ...]) -> str:
@@ -31,14 +32,15 @@ def _checked_prefixes(prefixes: Iterable[str]) -> tuple[str, ...]:
     """Prefixes as a tuple of module paths ending with '.' (``module.``, ``a.b.``), none starting
     with another; anything else (``"."``, ``".."``, ``"a..``, a non-string) raises ``ValueError``."""
     if isinstance(prefixes, str):
-        raise ValueError(f"prefixes must be a list or tuple of strings, got the string {prefixes!r}; "
-                         f"write ({prefixes!r},)")
+        raise ValueError(_("prefixes must be a list or tuple of strings, got the string {prefixes!r}; "
+                           "write ({prefixes!r},)").format(prefixes=prefixes))
     prefixes = tuple(prefixes)
     for prefix in prefixes:
         if not isinstance(prefix, str) or not re.fullmatch(r"([^.]+\.)+", prefix) or any(
                 other != prefix and other.startswith(prefix) for other in prefixes):
-            raise ValueError(f"prefixes must be module paths ending with '.' (like 'module.'), "
-                             f"with no empty part and none starting with another; got {prefixes}")
+            raise ValueError(_("prefixes must be module paths ending with '.' (like 'module.'), with no "
+                               "empty part and none starting with another; got {prefixes}").format(
+                                 prefixes=prefixes))
     return prefixes
 
 
@@ -62,16 +64,17 @@ def strip_prefixes(state_dict: Mapping[str, Any],
     prefixes = _checked_prefixes(prefixes)
     odd = next((k for k in state_dict if not isinstance(k, str)), None)
     if odd is not None:
-        raise ValueError(f"state_dict keys must be strings like 'fc.weight', got {odd!r} "
-                         f"({type(odd).__name__}); is this a state_dict?")
+        raise ValueError(_("state_dict keys must be strings like 'fc.weight', got {odd!r} ({type}); is "
+                           "this a state_dict?").format(odd=odd, type=type(odd).__name__))
     renamed: dict[str, list[str]] = {}
     for key in state_dict:
         renamed.setdefault(_strip_key(key, prefixes), []).append(key)
     clashes = {new: old for new, old in renamed.items() if len(old) > 1}
     if clashes:
         new, old = next(iter(clashes.items()))
-        raise ValueError(f"stripping {prefixes} would merge {len(old)} keys into {new!r}: {old}; "
-                         f"the state_dict mixes a wrapped and an unwrapped copy of the same tensor")
+        raise ValueError(_("stripping {prefixes} would merge {n_old} keys into {new!r}: {old}; the "
+                           "state_dict mixes a wrapped and an unwrapped copy of the same tensor").format(
+                             prefixes=prefixes, n_old=len(old), new=new, old=old))
     result: OrderedDict[str, Any] = OrderedDict(
         (_strip_key(key, prefixes), state_dict[key]) for key in state_dict)
     metadata = getattr(state_dict, "_metadata", None)

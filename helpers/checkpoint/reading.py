@@ -31,6 +31,7 @@ from helpers.checkpoint.errors import (
     _os_error,
 )
 from helpers.checkpoint.prefixes import unwrap_model
+from helpers.i18n import _
 
 _LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -48,18 +49,18 @@ def _existing(path: PathLike) -> Path:
         raise _os_error(path, exc) from None
     if stat.S_ISDIR(info.st_mode):
         if (path / ".metadata").is_file():  # DCP's index; checked without importing DCP
-            raise CheckpointError(path, "this is a DCP checkpoint folder "
-                                        "(torch.distributed.checkpoint), not a checkpoint file",
+            raise CheckpointError(path, _("this is a DCP checkpoint folder "
+                                          "(torch.distributed.checkpoint), not a checkpoint file"),
                                   _DCP_ADVICE)
         try:
             names = sorted(p.name for p in path.iterdir())[:8]
         except OSError:
             names = []
-        raise CheckpointError(path, "this is a folder, not a checkpoint file",
-                              f"Pick one of its files: {names}")
+        raise CheckpointError(path, _("this is a folder, not a checkpoint file"),
+                              _("Pick one of its files: {names}").format(names=names))
     if not stat.S_ISREG(info.st_mode):  # a FIFO, socket or device would block or stream forever
-        raise CheckpointError(path, "this is not a regular file (a pipe, socket or device)",
-                              "Pass a checkpoint file saved on disk.")
+        raise CheckpointError(path, _("this is not a regular file (a pipe, socket or device)"),
+                              _("Pass a checkpoint file saved on disk."))
     return path
 
 
@@ -97,7 +98,8 @@ def _read_safetensors(path: Path, map_location: Any) -> dict[str, Tensor]:
         with safe_open(path, framework="pt") as f:
             metadata = f.metadata() or {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(path, f"not a readable safetensors file ({_first_line(exc)})",
+        raise CheckpointError(path, _("not a readable safetensors file ({first_line})").format(
+                                        first_line=_first_line(exc)),
                               DAMAGED_ADVICE) from None
     # Tied tensors are stored once; the metadata maps each dropped name to the name kept (the
     # convention of safetensors.torch.save_model, which save_weights follows).
@@ -114,31 +116,31 @@ def _unreadable(path: Path, head: bytes, exc: BaseException) -> CheckpointError:
     found = re.search(r"GLOBAL ([\w.]+)", message)
     if found:
         return CheckpointError(
-            path, f"it holds pickled Python objects, not only tensors (it refers to "
-                  f"{found.group(1).removeprefix('builtins.')})", UNSAFE_ADVICE)
+            path, _("it holds pickled Python objects, not only tensors (it refers to {removeprefix})").format(
+                      removeprefix=found.group(1).removeprefix('builtins.')), UNSAFE_ADVICE)
     # A legacy torch.save file starts with a pickled magic number (maybe cut short here).
     legacy_torch = _LEGACY_TORCH_MAGIC.startswith(head[:len(_LEGACY_TORCH_MAGIC)])
     if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5 and not legacy_torch:
-        return CheckpointError(path, "it is a plain Python pickle, not a file written by "
-                                     "torch.save or safetensors", UNSAFE_ADVICE)
+        return CheckpointError(path, _("it is a plain Python pickle, not a file written by torch.save "
+                                       "or safetensors"), UNSAFE_ADVICE)
     if head.lstrip()[:1] in (b"{", b"["):
-        return CheckpointError(path, "it looks like a JSON or text file, not a PyTorch file",
-                               "Pass the .pt/.pth/.safetensors file that holds the weights.")
+        return CheckpointError(path, _("it looks like a JSON or text file, not a PyTorch file"),
+                               _("Pass the .pt/.pth/.safetensors file that holds the weights."))
     if head.startswith(_ZIP_MAGIC):
         with contextlib.suppress(zipfile.BadZipFile, OSError):
             with zipfile.ZipFile(path) as archive:
                 if not any(name.endswith("data.pkl") for name in archive.namelist()):
                     return CheckpointError(
-                        path, "it is a zip archive, but not one written by torch.save "
-                              "(it has no data.pkl inside)",
-                        "Pass the .pt/.pth file itself; if it is an archive of checkpoints, "
-                        "unpack it first.")
+                        path, _("it is a zip archive, but not one written by torch.save (it has no "
+                                "data.pkl inside)"),
+                        _("Pass the .pt/.pth file itself; if it is an archive of checkpoints, unpack it "
+                          "first."))
     cause = _first_line(exc) or type(exc).__name__
     if "Weights only load failed" in cause:
         detail = re.search(r"Unsupported operand \d+", message)
         cause = detail.group(0) if detail else "the pickle data is invalid"
-    return CheckpointError(path, f"the file is damaged or is not a PyTorch file "
-                                 f"({type(exc).__name__}: {cause})", DAMAGED_ADVICE)
+    return CheckpointError(path, _("the file is damaged or is not a PyTorch file ({type}: {cause})").format(
+                                     type=type(exc).__name__, cause=cause), DAMAGED_ADVICE)
 
 
 def _check_inflation(path: Path) -> None:
@@ -158,7 +160,7 @@ def _read(path: PathLike, *, map_location: Any = "cpu", trusted: bool = False,
     path = _existing(path)
     head = _head(path)
     if not head:
-        raise CheckpointError(path, "the file is empty (0 bytes)", DAMAGED_ADVICE)
+        raise CheckpointError(path, _("the file is empty (0 bytes)"), DAMAGED_ADVICE)
     if _is_safetensors(path, head):
         return _read_safetensors(path, map_location)
     if head.startswith(_ZIP_MAGIC):
@@ -170,8 +172,9 @@ def _read(path: PathLike, *, map_location: Any = "cpu", trusted: bool = False,
             missing_class = isinstance(exc, (AttributeError, ImportError))
             hint = ("Pickle stores a reference to the model's class, not its code: import or "
                     "define that class before loading." if missing_class else DAMAGED_ADVICE)
-            raise CheckpointError(path, f"cannot unpickle it ({type(exc).__name__}: "
-                                        f"{_first_line(exc)})", hint) from None
+            raise CheckpointError(path, _("cannot unpickle it ({type}: {message})").format(
+                                            type=type(exc).__name__, message=_first_line(exc)),
+                                  hint) from None
     try:
         with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign pickles
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
@@ -198,8 +201,8 @@ def _find_weights(obj: Any, path: Path) -> Mapping[str, Tensor]:
         if _is_state_dict(obj):
             return obj
         keys = ", ".join(map(str, list(obj)[:10]))
-        raise CheckpointError(path, f"it holds a dict without weights (keys: {keys})",
-                              f"Expected a state_dict, or a checkpoint dict with the weights under "
-                              f"one of {WEIGHT_KEYS}.")
-    raise CheckpointError(path, f"it holds a {type(obj).__name__}, not weights",
-                          "Expected a state_dict or a checkpoint dict.")
+        raise CheckpointError(path, _("it holds a dict without weights (keys: {keys})").format(keys=keys),
+                              _("Expected a state_dict, or a checkpoint dict with the weights under one "
+                                "of {WEIGHT_KEYS}.").format(WEIGHT_KEYS=WEIGHT_KEYS))
+    raise CheckpointError(path, _("it holds a {type}, not weights").format(type=type(obj).__name__),
+                          _("Expected a state_dict or a checkpoint dict."))

@@ -55,6 +55,7 @@ from helpers.checkpoint.errors import (
 )
 from helpers.checkpoint.storable import _check_storable
 from helpers.checkpoint.training import _check_rng, _check_save_args, _restore_rng, _rng_state
+from helpers.i18n import _
 
 _TENSOR_PARTS = ("model", "optimizer")  # checked key by key against the live objects
 
@@ -112,8 +113,8 @@ def save_sharded(folder: PathLike, *, model: nn.Module, optimizer: Any = None,
     folder = Path(folder)
     _check_save_args(folder, epoch, extra)
     if folder.exists() and not folder.is_dir():
-        raise CheckpointError(folder, "this is a file; a DCP checkpoint is a folder",
-                              "Give a folder name without a suffix, e.g. runs/dcp/last.")
+        raise CheckpointError(folder, _("this is a file; a DCP checkpoint is a folder"),
+                              _("Give a folder name without a suffix, e.g. runs/dcp/last."))
     small: dict[str, Any] = {"format": FORMAT, "epoch": epoch}
     for name, part in (("scheduler", scheduler), ("scaler", scaler)):
         if part is not None:
@@ -148,8 +149,8 @@ def save_sharded(folder: PathLike, *, model: nn.Module, optimizer: Any = None,
                     shutil.rmtree(tmp, ignore_errors=True)
         error = _from_rank0(error)
     if error is not None:
-        raise CheckpointError(folder, error, "The previous checkpoint in this place, if any, is "
-                                             "intact. Check free space and permissions.")
+        raise CheckpointError(folder, error, _("The previous checkpoint in this place, if any, is "
+                                               "intact. Check free space and permissions."))
     return folder
 
 
@@ -191,8 +192,9 @@ def _dcp_load(folder: Path, state: dict[str, Any]) -> None:
             warnings.filterwarnings("ignore", message=_SINGLE_PROCESS)
             dcp.load(state, checkpoint_id=folder, planner=_SafeLoadPlanner())
     except Exception as exc:
-        raise CheckpointError(folder, f"DCP could not read it ({type(exc).__name__}: "
-                                      f"{_first_line(exc)})", DAMAGED_ADVICE) from None
+        raise CheckpointError(folder, _("DCP could not read it ({type}: {message})").format(
+                                          type=type(exc).__name__, message=_first_line(exc)),
+                              DAMAGED_ADVICE) from None
 
 
 def load_sharded(folder: PathLike, *, model: nn.Module, optimizer: Any = None,
@@ -214,18 +216,20 @@ def load_sharded(folder: PathLike, *, model: nn.Module, optimizer: Any = None,
     check_keys(folder, target, strict=strict)
     small = _placeholders(metadata, _TENSOR_PARTS)
     if "format" not in small or "epoch" not in small:
-        raise CheckpointError(folder, "it holds no epoch/format entry, so save_sharded did not "
-                                      "write it", "Load weights only with load_sharded_weights.")
+        raise CheckpointError(folder, _("it holds no epoch/format entry, so save_sharded did not write "
+                                        "it"), _("Load weights only with load_sharded_weights."))
     for name, part in (("scheduler", scheduler), ("scaler", scaler)):
         if part is not None and name not in small:
-            raise CheckpointError(folder, f"it holds no {name} state",
-                                  f"It was saved without {name}=...; leave out {name}= here.")
+            raise CheckpointError(folder, _("it holds no {name} state").format(name=name),
+                                  _("It was saved without {name}=...; leave out {name}= here.").format(
+                                      name=name))
     loaded = {**small, **target}
     _dcp_load(folder, loaded)  # DCP replaces the top-level values of the dict it is given
     small, target = ({k: loaded[k] for k in part} for part in (small, target))
     epoch, rng = small["epoch"], small.get("rng") if restore_rng else None
     if isinstance(epoch, bool) or not isinstance(epoch, int):
-        raise CheckpointError(folder, f"its epoch is {epoch!r}, not a whole number", DAMAGED_ADVICE)
+        raise CheckpointError(folder, _("its epoch is {epoch!r}, not a whole number").format(epoch=epoch),
+                              DAMAGED_ADVICE)
     if rng is not None:
         rng = dict(rng.get("ranks", {}).get(str(_rank()), rng))
         rng.pop("ranks", None)
@@ -244,9 +248,9 @@ def load_sharded(folder: PathLike, *, model: nn.Module, optimizer: Any = None,
     except Exception as exc:
         for part, state in before:
             part.load_state_dict(state)
-        raise CheckpointError(folder, f"its state does not fit ({type(exc).__name__}: "
-                                      f"{_first_line(exc)})",
-                              "Build the model, optimizer and scheduler as when saving.") from None
+        raise CheckpointError(folder, _("its state does not fit ({type}: {first_line})").format(
+                                          type=type(exc).__name__, first_line=_first_line(exc)),
+                              _("Build the model, optimizer and scheduler as when saving.")) from None
     if rng is not None:
         _restore_rng(rng)
     extras = {k: v for k, v in small.items() if k not in RESERVED_KEYS}

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from helpers.checkpoint.errors import _SHORT, PLAIN_TYPES_ADVICE, CheckpointError, _first_line
+from helpers.i18n import _
 
 
 def _tensors_emptied(value: Any) -> Any:
@@ -55,14 +56,15 @@ def _unsafe_reason(value: Any) -> str | None:
     try:
         torch.save(_tensors_emptied(value), buffer)
     except Exception as exc:  # lambdas, open files, locks...
-        return f"it cannot be pickled ({type(exc).__name__}: {_first_line(exc)})"
+        return _("it cannot be pickled ({type}: {first_line})").format(
+                   type=type(exc).__name__, first_line=_first_line(exc))
     buffer.seek(0)
     try:
         torch.load(buffer, weights_only=True)
     except Exception as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         what = found.group(1) if found else _first_line(exc)
-        return f"torch.load(weights_only=True) refuses {what}"
+        return _("torch.load(weights_only=True) refuses {what}").format(what=what)
     return None
 
 
@@ -71,5 +73,6 @@ def _check_storable(path: Path, parts: Mapping[str, Any]) -> None:
         reason = _unsafe_reason(value)
         if reason is not None:
             shown = _SHORT.repr(value)
-            raise CheckpointError(path, f"cannot store {name} = {shown}: {reason}",
-                                  PLAIN_TYPES_ADVICE + " Nothing was written.")
+            raise CheckpointError(path, _("cannot store {name} = {shown}: {reason}").format(
+                                            name=name, shown=shown, reason=reason),
+                                  _(PLAIN_TYPES_ADVICE) + _(" Nothing was written."))

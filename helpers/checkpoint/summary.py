@@ -17,6 +17,7 @@ from helpers.checkpoint.atomic import _size
 from helpers.checkpoint.errors import _SHORT, RESERVED_KEYS, WEIGHT_KEYS, PathLike
 from helpers.checkpoint.reading import _ZIP_MAGIC, _existing, _head, _is_safetensors, _is_state_dict, _read
 from helpers.checkpoint.weights import _short_list
+from helpers.i18n import _, ngettext
 from helpers.report import MARK, measured
 
 _WALK_LIMIT = 1_000_000  # entries visited at most: a crafted file cannot make a summary run forever
@@ -86,15 +87,16 @@ def _whole(value: Any) -> bool:
 
 
 def _times(count: int) -> str:
-    return "once" if count == 1 else f"{count} times"
+    return ngettext("once", "{count} times", count).format(count=count)
 
 
 def _epoch_line(epoch: Any) -> str:
     """Epochs counted from 1, for people: the file stores ``fit``'s 0-based index of the last
     finished epoch, so ``epoch`` 2 means 3 epochs done and the next one is epoch 4."""
     if _whole(epoch):
-        return f"epochs done: {epoch + 1}, next epoch: {epoch + 2}"
-    return f"epoch: {_SHORT.repr(epoch)} (not a whole number from 0: cannot resume)"
+        return _("epochs done: {done}, next epoch: {next}").format(done=epoch + 1, next=epoch + 2)
+    return _("epoch: {epoch} (not a whole number from 0: cannot resume)").format(
+        epoch=_SHORT.repr(epoch))
 
 
 def checkpoint_summary(path: PathLike) -> str:
@@ -121,47 +123,53 @@ def checkpoint_summary(path: PathLike) -> str:
     if _is_state_dict(obj):
         keys = list(obj)
         return "\n".join([
-            f"{path.name}: weights (a state_dict), {size} on disk ({container})",
-            f"tensors: {len(keys)}, {values:,} values",
-            f"first keys: {_short_list(keys, 3)}"])
+            _("{name}: weights (a state_dict), {size} on disk ({container})").format(
+                name=path.name, size=size, container=container),
+            _("tensors: {count}, {values:,} values").format(count=len(keys), values=values),
+            _("first keys: {keys}").format(keys=_short_list(keys, 3))])
     if not isinstance(obj, Mapping):
-        return f"{path.name}: a {type(obj).__name__}, {size} on disk ({container})"
+        return _("{name}: a {type}, {size} on disk ({container})").format(
+            name=path.name, type=type(obj).__name__, size=size, container=container)
     is_checkpoint = "epoch" in obj and any(_is_state_dict(obj.get(k)) for k in WEIGHT_KEYS)
-    kind = (f"training checkpoint ({obj.get('format', 'foreign format')})" if is_checkpoint
-            else "dict")
-    lines = [f"{path.name}: {kind}, {size} on disk ({container})",
-             f"keys: {', '.join(map(str, itertools.islice(obj, 12)))}"
-             + (f", ... ({len(obj) - 12} more)" if len(obj) > 12 else "")]
+    kind = (_("training checkpoint ({format})").format(format=obj.get("format", _("foreign format")))
+            if is_checkpoint else "dict")
+    more = _(", ... ({count} more)").format(count=len(obj) - 12) if len(obj) > 12 else ""
+    lines = [_("{name}: {kind}, {size} on disk ({container})").format(
+                 name=path.name, kind=kind, size=size, container=container),
+             _("keys: {keys}").format(keys=", ".join(map(str, itertools.islice(obj, 12)))) + more]
     if "epoch" in obj:
         lines.append(_epoch_line(obj["epoch"]))
     weights_key = next((k for k in WEIGHT_KEYS if _is_state_dict(obj.get(k))), None)
     if weights_key is not None:
         weights = obj[weights_key]
-        lines.append(f"{weights_key}: {len(weights)} tensors, "
-                     f"{sum(t.numel() for t in weights.values()):,} values, "
-                     f"first keys: {_short_list(list(weights), 3)}")
+        lines.append(_("{key}: {count} tensors, {values:,} values, first keys: {keys}").format(
+            key=weights_key, count=len(weights), values=sum(t.numel() for t in weights.values()),
+            keys=_short_list(list(weights), 3)))
     optimizer = obj.get("optimizer", obj.get("optimizer_state_dict"))
     if isinstance(optimizer, Mapping):
         groups = optimizer.get("param_groups", [])
         lr = groups[0].get("lr") if groups and isinstance(groups[0], Mapping) else None
         lr = f"{lr:.3g}" if isinstance(lr, float) else _SHORT.repr(lr)
-        lines.append(f"optimizer: state for {len(optimizer.get('state', {}))} parameters, "
-                     f"{len(groups)} param group(s), lr {lr}")
+        lines.append(_("optimizer: state for {count} parameters, {groups} param group(s), lr {lr}").format(
+            count=len(optimizer.get("state", {})), groups=len(groups), lr=lr))
     if isinstance(obj.get("scheduler"), Mapping):
         steps = obj["scheduler"].get("last_epoch")
-        lines.append(f"scheduler: stepped {_times(steps)} (its last_epoch)" if _whole(steps)
-                     else f"scheduler: last_epoch {_SHORT.repr(steps)}")
+        lines.append(_("scheduler: stepped {times} (its last_epoch)").format(times=_times(steps))
+                     if _whole(steps) else
+                     _("scheduler: last_epoch {steps}").format(steps=_SHORT.repr(steps)))
     if isinstance(obj.get("scaler"), Mapping):
         scale = obj["scaler"].get("scale")
-        lines.append(f"scaler: scale {scale}" if scale is not None else "scaler: disabled")
+        lines.append(_("scaler: scale {scale}").format(scale=scale) if scale is not None
+                     else _("scaler: disabled"))
     if isinstance(obj.get("rng"), Mapping):
-        lines.append(f"rng: {', '.join(obj['rng'])}")
+        lines.append(_("rng: {states}").format(states=", ".join(obj["rng"])))
     known = RESERVED_KEYS | set(WEIGHT_KEYS) | {"optimizer_state_dict"}
     extras = [f"{k}={_shown(v, k)}" for k, v in itertools.islice(obj.items(), 40) if k not in known]
     if extras:
-        lines.append(f"extras: {', '.join(extras)}")
-    lines.append(f"tensors in file: {len(tensors)}, {values:,} values"
-                 + (f" (stopped counting after {_WALK_LIMIT:,} entries)" if cut else ""))
+        lines.append(_("extras: {extras}").format(extras=", ".join(extras)))
+    cut_note = _(" (stopped counting after {limit:,} entries)").format(limit=_WALK_LIMIT) if cut else ""
+    lines.append(_("tensors in file: {count}, {values:,} values").format(count=len(tensors), values=values)
+                 + cut_note)
     return "\n".join(lines)
 
 

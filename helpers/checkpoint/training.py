@@ -31,6 +31,7 @@ from helpers.checkpoint.reading import _find_weights, _is_state_dict, _read
 from helpers.checkpoint.storable import _check_storable
 from helpers.checkpoint.validate import check_epoch, check_parts
 from helpers.checkpoint.weights import _plan_state
+from helpers.i18n import _
 
 
 def _rng_state() -> dict[str, Any]:
@@ -70,12 +71,13 @@ def _restore_rng(state: Mapping[str, Any]) -> None:
 def _check_save_args(path: Path, epoch: Any, extra: dict[str, Any]) -> None:
     """What every checkpoint writer refuses first: a non-int epoch, an extra with a reserved name."""
     if isinstance(epoch, bool) or not isinstance(epoch, int):
-        raise CheckpointError(path, f"epoch must be an int, got {epoch!r}",
-                              "Pass the number of the epoch just finished, e.g. epoch=3.")
+        raise CheckpointError(path, _("epoch must be an int, got {epoch!r}").format(epoch=epoch),
+                              _("Pass the number of the epoch just finished, e.g. epoch=3."))
     clash = sorted(RESERVED_KEYS & set(extra))
     if clash:
-        raise CheckpointError(path, f"{clash[0]!r} is a reserved checkpoint key",
-                              f"Rename that extra; reserved: {sorted(RESERVED_KEYS)}.")
+        raise CheckpointError(path, _("{clash!r} is a reserved checkpoint key").format(clash=clash[0]),
+                              _("Rename that extra; reserved: {RESERVED_KEYS}.").format(
+                                  RESERVED_KEYS=sorted(RESERVED_KEYS)))
 
 
 def save_checkpoint(path: PathLike, *, model: nn.Module, optimizer: Any = None,
@@ -119,10 +121,10 @@ def load_checkpoint(path: PathLike, *, model: nn.Module, optimizer: Any = None,
     obj = _read(path, map_location=map_location, mmap=False)
     remove_stale_temps(path.parent)
     if not isinstance(obj, Mapping) or "epoch" not in obj:
-        what = "weights (a state_dict)" if _is_state_dict(obj) else "no epoch number"
-        raise CheckpointError(path, f"it holds {what}, not a training checkpoint",
-                              "Load it with load_weights(model, path) and train from epoch 0, or "
-                              "pass a file written by save_checkpoint.")
+        what = _("weights (a state_dict)") if _is_state_dict(obj) else _("no epoch number")
+        raise CheckpointError(path, _("it holds {what}, not a training checkpoint").format(what=what),
+                              _("Load it with load_weights(model, path) and train from epoch 0, or pass "
+                                "a file written by save_checkpoint."))
     # Check everything first, then apply: a refused file leaves every object as it was.
     epoch = check_epoch(path, obj["epoch"])
     state = _plan_state(model, _find_weights(obj, path), path)
@@ -132,9 +134,9 @@ def load_checkpoint(path: PathLike, *, model: nn.Module, optimizer: Any = None,
                                ("scaler", scaler, ("scaler", "scaler_state_dict"))):
         key = next((k for k in keys if k in obj), None)
         if target is not None and key is None:
-            raise CheckpointError(path, f"it holds no {name} state",
-                                  f"It was saved without {name}=...; leave out {name}= here or "
-                                  f"build a fresh {name}.")
+            raise CheckpointError(path, _("it holds no {name} state").format(name=name),
+                                  _("It was saved without {name}=...; leave out {name}= here or build a "
+                                    "fresh {name}.").format(name=name))
         if target is not None:
             parts.append((name, target, obj[key]))
     check_parts(path, parts)  # types, lengths, shapes and ranges against the live objects
@@ -154,8 +156,9 @@ def _check_rng(rng: Any, path: Path) -> None:
     """Try each saved RNG state on the live generators, then put theirs back: a bad field is
     named now instead of failing after the model was already loaded."""
     if not isinstance(rng, Mapping):
-        raise CheckpointError(path, f"its rng entry is {_SHORT.repr(rng)}, not a dict of RNG states",
-                              "Load with restore_rng=False to skip it, or use another checkpoint.")
+        raise CheckpointError(path, _("its rng entry is {rng}, not a dict of RNG states").format(
+                                        rng=_SHORT.repr(rng)),
+                              _("Load with restore_rng=False to skip it, or use another checkpoint."))
     saved = _rng_state()
     try:
         for name in ("python", "numpy", "torch", "cuda"):
@@ -166,15 +169,15 @@ def _check_rng(rng: Any, path: Path) -> None:
                     bad = not isinstance(rng["cuda"], (list, tuple)) or not all(
                         isinstance(t, Tensor) and t.dtype == torch.uint8 for t in rng["cuda"])
                     if bad:
-                        raise TypeError("expected a list of uint8 tensors")
+                        raise TypeError(_("expected a list of uint8 tensors"))
                 else:
                     _restore_rng({name: rng[name]})
             except Exception as exc:
                 raise CheckpointError(
-                    path, f"rng[{name!r}] is not a valid {name} RNG state ({type(exc).__name__}: "
-                          f"{_first_line(exc)})",
-                    "The file was not written by save_checkpoint or was edited. Load with "
-                    "restore_rng=False to skip the RNG states, or use another checkpoint.") from None
+                    path, _("rng[{name!r}] is not a valid {name} RNG state ({type}: {first_line})").format(
+                              name=name, type=type(exc).__name__, first_line=_first_line(exc)),
+                    _("The file was not written by save_checkpoint or was edited. Load with "
+                      "restore_rng=False to skip the RNG states, or use another checkpoint.")) from None
     finally:
         _restore_rng(saved)
 
@@ -191,10 +194,10 @@ def _apply(path: Path, model: nn.Module, state: Mapping[str, Any],
                 target.load_state_dict(part)
             except Exception as exc:
                 raise CheckpointError(
-                    path, f"the {name} state does not fit ({type(exc).__name__}: "
-                          f"{_first_line(exc)})",
-                    f"Build the {name} as when saving (same type, same parameters in the same "
-                    f"order and groups).") from None
+                    path, _("the {name} state does not fit ({type}: {first_line})").format(
+                              name=name, type=type(exc).__name__, first_line=_first_line(exc)),
+                    _("Build the {name} as when saving (same type, same parameters in the same order "
+                      "and groups).").format(name=name)) from None
         model.load_state_dict(state, strict=False)
         if rng is not None:
             _restore_rng(rng)

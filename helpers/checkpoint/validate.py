@@ -20,8 +20,9 @@ import torch
 from torch import Tensor
 
 from helpers.checkpoint.errors import _SHORT, CheckpointError
+from helpers.i18n import N_, _
 
-TAMPERED = ("If the file was not written by save_checkpoint for these objects, or was edited, use "
+TAMPERED = N_("If the file was not written by save_checkpoint for these objects, or was edited, use "
             "another checkpoint.")
 MAX_EPOCH = 2**31 - 1
 # Lower bounds of the numbers optimizers and schedulers keep; a negative one is tampering.
@@ -32,9 +33,10 @@ _AT_LEAST = {"lr": 0, "initial_lr": 0, "max_lr": 0, "min_lr": 0, "weight_decay":
 
 def _fail(path: Path, field: str, what: str) -> CheckpointError:
     part = field.partition("[")[0]
-    return CheckpointError(path, f"the {part} state does not fit: {field} {what}",
-                           f"Build the {part} as when saving (same type, same parameters in the "
-                           f"same order and groups). {TAMPERED}")
+    return CheckpointError(path, _("the {part} state does not fit: {field} {what}").format(
+                                     part=part, field=field, what=what),
+                           _("Build the {part} as when saving (same type, same parameters in the same "
+                             "order and groups). {tampered}").format(part=part, tampered=_(TAMPERED)))
 
 
 def tensor_problem(value: Any, own: Tensor | None = None) -> str | None:
@@ -44,20 +46,22 @@ def tensor_problem(value: Any, own: Tensor | None = None) -> str | None:
     'is a sparse tensor (torch.sparse_coo); only dense (strided) tensors load'
     """
     if not isinstance(value, Tensor):
-        return f"is a {type(value).__name__}, not a tensor"
+        return _("is a {type}, not a tensor").format(type=type(value).__name__)
     if value.layout != torch.strided:
         kind = "sparse" if "sparse" in str(value.layout) else "non-strided"
-        return f"is a {kind} tensor ({value.layout}); only dense (strided) tensors load"
+        return _("is a {kind} tensor ({layout}); only dense (strided) tensors load").format(
+                   kind=kind, layout=value.layout)
     if value.is_quantized and not (own is not None and own.is_quantized):
-        return f"is a quantized tensor ({value.dtype}); dequantize it before saving"
+        return _("is a quantized tensor ({dtype}); dequantize it before saving").format(dtype=value.dtype)
     if value.is_meta:
-        return "is a meta tensor: it has a shape but no values (saved from an unmaterialised model?)"
+        return _("is a meta tensor: it has a shape but no values (saved from an unmaterialised model?)")
     if getattr(value, "is_nested", False):
-        return "is a nested tensor"
+        return _("is a nested tensor")
     if own is not None and not own.is_quantized:
         if value.is_complex() != own.is_complex() or (own.is_floating_point()
                                                       and not value.is_floating_point()):
-            return f"has dtype {value.dtype}, but the model's tensor is {own.dtype}"
+            return _("has dtype {dtype}, but the model's tensor is {own_dtype}").format(
+                       dtype=value.dtype, own_dtype=own.dtype)
     return None
 
 
@@ -68,21 +72,23 @@ def check_tensors(path: Path, state: Mapping[str, Any], own: Mapping[str, Tensor
             continue
         problem = tensor_problem(value, own[key])
         if problem:
-            raise CheckpointError(path, f"{key} {problem}",
-                                  "Nothing was loaded. Save the weights of a plain (dense, "
-                                  "materialised) model with save_weights.")
+            raise CheckpointError(path, _("{key} {problem}").format(key=key, problem=problem),
+                                  _("Nothing was loaded. Save the weights of a plain (dense, "
+                                    "materialised) model with save_weights."))
 
 
 def check_epoch(path: Path, epoch: Any) -> int:
     """The last finished epoch: a whole number from 0 to 2**31 - 1."""
     if isinstance(epoch, bool) or not isinstance(epoch, int):
-        raise CheckpointError(path, f"its epoch is {_SHORT.repr(epoch)}, not a whole number",
-                              "The file was not written by save_checkpoint or was edited; use "
-                              "another checkpoint.")
+        raise CheckpointError(path, _("its epoch is {epoch}, not a whole number").format(
+                                        epoch=_SHORT.repr(epoch)),
+                              _("The file was not written by save_checkpoint or was edited; use another "
+                                "checkpoint."))
     if not 0 <= epoch <= MAX_EPOCH:
-        raise CheckpointError(path, f"its epoch is {epoch}, not from 0 to {MAX_EPOCH}",
-                              "The file was not written by save_checkpoint or was edited; use "
-                              "another checkpoint.")
+        raise CheckpointError(path, _("its epoch is {epoch}, not from 0 to {MAX_EPOCH}").format(
+                                        epoch=epoch, MAX_EPOCH=MAX_EPOCH),
+                              _("The file was not written by save_checkpoint or was edited; use another "
+                                "checkpoint."))
     return epoch
 
 
@@ -92,12 +98,13 @@ def _number(value: Any) -> bool:
 
 def _check_number(path: Path, field: str, key: Any, saved: Any, live: Any) -> None:
     if not _number(saved):
-        raise _fail(path, field, f"is {_SHORT.repr(saved)}, not a number like {live!r}")
+        raise _fail(path, field, _("is {saved}, not a number like {live!r}").format(
+                                     saved=_SHORT.repr(saved), live=live))
     if math.isfinite(live) and not math.isfinite(saved):
-        raise _fail(path, field, f"is {saved}, not a finite number")
+        raise _fail(path, field, _("is {saved}, not a finite number").format(saved=saved))
     low = _AT_LEAST.get(key)
     if low is not None and saved < low:
-        raise _fail(path, field, f"is {saved}, below {low}")
+        raise _fail(path, field, _("is {saved}, below {low}").format(saved=saved, low=low))
 
 
 def _check_like(path: Path, field: str, saved: Any, live: Any, key: Any = None,
@@ -105,56 +112,61 @@ def _check_like(path: Path, field: str, saved: Any, live: Any, key: Any = None,
     """``saved`` has the structure of ``live``: same kinds, lengths, tensor shapes, dict keys."""
     if isinstance(live, bool):
         if not isinstance(saved, bool):
-            raise _fail(path, field, f"is {_SHORT.repr(saved)}, not True or False")
+            raise _fail(path, field, _("is {saved}, not True or False").format(saved=_SHORT.repr(saved)))
     elif _number(live):
         _check_number(path, field, key, saved, live)
     elif isinstance(live, str):
         if saved != live:
-            raise _fail(path, field, f"is {_SHORT.repr(saved)}, but here it is {live!r}")
+            raise _fail(path, field, _("is {saved}, but here it is {live!r}").format(
+                                         saved=_SHORT.repr(saved), live=live))
     elif live is None:
         if not (saved is None or isinstance(saved, (bool, int, float, str))):
-            raise _fail(path, field, f"is a {type(saved).__name__}, not a plain value")
+            raise _fail(path, field, _("is a {type}, not a plain value").format(type=type(saved).__name__))
     elif isinstance(live, Tensor):
         problem = tensor_problem(saved, live)
         if problem:
             raise _fail(path, field, problem)
         if saved.shape != live.shape:
-            raise _fail(path, field, f"has shape {list(saved.shape)}, expected {list(live.shape)}")
+            raise _fail(path, field, _("has shape {shape}, expected {shape2}").format(
+                                         shape=list(saved.shape), shape2=list(live.shape)))
     elif isinstance(live, (list, tuple)):
         if not isinstance(saved, (list, tuple)) or len(saved) != len(live):
             size = len(saved) if isinstance(saved, (list, tuple)) else type(saved).__name__
-            raise _fail(path, field, f"is {size}, expected a list of {len(live)}")
+            raise _fail(path, field, _("is {size}, expected a list of {n_live}").format(
+                                         size=size, n_live=len(live)))
         for i, (s, v) in enumerate(zip(saved, live, strict=True)):
             _check_like(path, f"{field}[{i}]", s, v, key)
     elif isinstance(live, Mapping):
         if not isinstance(saved, Mapping):
-            raise _fail(path, field, f"is a {type(saved).__name__}, not a dict")
+            raise _fail(path, field, _("is a {type}, not a dict").format(type=type(saved).__name__))
         for k, s in saved.items():
             if k in live:
                 _check_like(path, f"{field}[{k!r}]", s, live[k], k)
             elif not extra_keys:
-                raise _fail(path, field, f"has the unexpected field {k!r}")
+                raise _fail(path, field, _("has the unexpected field {k!r}").format(k=k))
             elif not (s is None or isinstance(s, (bool, str)) or (_number(s) and math.isfinite(s))):
-                raise _fail(path, f"{field}[{k!r}]", f"is {_SHORT.repr(s)}, not a plain value")
+                raise _fail(path, f"{field}[{k!r}]", _("is {s}, not a plain value").format(
+                                                         s=_SHORT.repr(s)))
 
 
 def _check_optimizer(path: Path, saved: Any, optimizer: Any) -> None:
     live = optimizer.state_dict()
     if not isinstance(saved, Mapping) or not {"state", "param_groups"} <= set(saved):
-        raise _fail(path, "optimizer", "is not an optimizer state_dict (state, param_groups)")
+        raise _fail(path, "optimizer", _("is not an optimizer state_dict (state, param_groups)"))
     groups, live_groups = saved["param_groups"], live["param_groups"]
     if not isinstance(groups, (list, tuple)) or len(groups) != len(live_groups):
         raise _fail(path, "optimizer['param_groups']",
-                    f"has {_SHORT.repr(groups)} groups, the optimizer {len(live_groups)}")
+                    _("has {groups} groups, the optimizer {n_live_groups}").format(
+                        groups=_SHORT.repr(groups), n_live_groups=len(live_groups)))
     params = [p for group in optimizer.param_groups for p in group["params"]]
     ids: list[Any] = []
     for i, (group, live_group) in enumerate(zip(groups, live_groups, strict=True)):
         field = f"optimizer['param_groups'][{i}]"
         if not isinstance(group, Mapping) or not isinstance(group.get("params"), (list, tuple)):
-            raise _fail(path, field, "is not a parameter group with a params list")
+            raise _fail(path, field, _("is not a parameter group with a params list"))
         if len(group["params"]) != len(live_group["params"]):
-            raise _fail(path, field, f"has {len(group['params'])} parameters, the optimizer's "
-                                     f"group {len(live_group['params'])}")
+            raise _fail(path, field, _("has {saved} parameters, the optimizer's group {live}").format(
+                saved=len(group["params"]), live=len(live_group["params"])))
         ids += list(group["params"])
         rest = {k: v for k, v in group.items() if k != "params"}
         _check_like(path, field, rest, {k: v for k, v in live_group.items() if k != "params"},
@@ -162,16 +174,17 @@ def _check_optimizer(path: Path, saved: Any, optimizer: Any) -> None:
     # torch.save: ints; DCP (get_state_dict, dcp_to_file): parameter names. Both load by position.
     kinds = {int if isinstance(i, int) and not isinstance(i, bool) else type(i) for i in ids}
     if not kinds <= {int} and kinds != {str} or len(set(ids)) != len(ids):
-        raise _fail(path, "optimizer['param_groups']", "has parameter ids that are not distinct "
-                                                       "whole numbers or parameter names")
+        raise _fail(path, "optimizer['param_groups']", _("has parameter ids that are not distinct whole "
+                                                         "numbers or parameter names"))
     shape_of = {i: p for i, p in zip(ids, params, strict=True)}
     state = saved["state"]
     if not isinstance(state, Mapping):
-        raise _fail(path, "optimizer['state']", f"is a {type(state).__name__}, not a dict")
+        raise _fail(path, "optimizer['state']", _("is a {type}, not a dict").format(
+                                                    type=type(state).__name__))
     for pid, entry in state.items():
         field = f"optimizer['state'][{pid!r}]"
         if pid not in shape_of or not isinstance(entry, Mapping):
-            raise _fail(path, field, "belongs to no parameter of the optimizer, or is not a dict")
+            raise _fail(path, field, _("belongs to no parameter of the optimizer, or is not a dict"))
         param = shape_of[pid]
         for name, value in entry.items():
             where = f"{field}[{name!r}]"
@@ -181,14 +194,16 @@ def _check_optimizer(path: Path, saved: Any, optimizer: Any) -> None:
                     raise _fail(path, where, problem)
                 scalar = value.numel() == 1 and value.dim() <= 1
                 if not scalar and value.shape != param.shape:
-                    raise _fail(path, where, f"has shape {list(value.shape)}, but its parameter "
-                                             f"has {list(param.shape)}")
+                    raise _fail(path, where, _("has shape {shape}, but its parameter has {shape2}").format(
+                                                 shape=list(value.shape), shape2=list(param.shape)))
                 if not (value.is_floating_point() or scalar):
-                    raise _fail(path, where, f"has dtype {value.dtype}, not a float dtype")
+                    raise _fail(path, where, _("has dtype {dtype}, not a float dtype").format(
+                                                 dtype=value.dtype))
             elif _number(value):
                 _check_number(path, where, name, value, 0.0)
             elif value is not None:
-                raise _fail(path, where, f"is a {type(value).__name__}, not a tensor or number")
+                raise _fail(path, where, _("is a {type}, not a tensor or number").format(
+                                             type=type(value).__name__))
 
 
 def check_parts(path: Path, parts: list[tuple[str, Any, Any]]) -> None:
@@ -203,7 +218,8 @@ def check_parts(path: Path, parts: list[tuple[str, Any, Any]]) -> None:
         if name == "scheduler" and isinstance(saved, Mapping):
             last, total = saved.get("last_epoch"), saved.get("total_steps")
             if _number(last) and _number(total) and last > total:
-                raise _fail(path, "scheduler['last_epoch']", f"is {last}, past total_steps {total}")
+                raise _fail(path, "scheduler['last_epoch']", _("is {last}, past total_steps {total}").format(
+                                                                 last=last, total=total))
 
 
 __all__ = ["check_epoch", "check_parts", "check_tensors", "tensor_problem"]

@@ -20,6 +20,7 @@ from helpers.checkpoint.prefixes import strip_prefixes, unwrap_model
 from helpers.checkpoint.reading import _existing, _find_weights, _is_state_dict, _read
 from helpers.checkpoint.storable import _check_storable
 from helpers.checkpoint.validate import check_tensors
+from helpers.i18n import _
 
 
 def _short_list(keys: Iterable[str], limit: int = 6) -> str:
@@ -41,7 +42,7 @@ def _plan_state(model: nn.Module, state: Mapping[str, Tensor], path: Path, *, st
         try:
             stripped = strip_prefixes(state)
         except ValueError as exc:
-            raise CheckpointError(path, str(exc), "Save the weights from one model.") from None
+            raise CheckpointError(path, str(exc), _("Save the weights from one model.")) from None
         if len(set(stripped) & set(own)) > len(set(state) & set(own)):
             state = stripped
     exclude = list(exclude)
@@ -53,14 +54,17 @@ def _plan_state(model: nn.Module, state: Mapping[str, Tensor], path: Path, *, st
     mismatched = [(k, v, own[k]) for k, v in state.items() if k in own
                   and not nn.parameter.is_lazy(own[k]) and v.shape != own[k].shape]
     if mismatched:
-        lines = "\n".join(f"  {k}: checkpoint {list(a.shape)} vs model {list(b.shape)}"
+        lines = "\n".join("  " + _("{key}: checkpoint {saved} vs model {own}").format(
+                               key=k, saved=list(a.shape), own=list(b.shape))
                           for k, a, b in mismatched)
         modules = list(dict.fromkeys(k.rpartition(".")[0] or k for k, _, _ in mismatched))
         raise CheckpointError(
-            path, f"{len(mismatched)} tensor(s) have a different shape than in the model:\n{lines}",
-            f"The checkpoint comes from a model built differently (another class count?). Either "
-            f"build the model as it was saved, load, then replace that layer (the head), or load "
-            f"everything else with load_weights(model, path, strict=False, exclude={modules!r}).")
+            path, _("{n_mismatched} tensor(s) have a different shape than in the model:\n{lines}").format(
+                      n_mismatched=len(mismatched), lines=lines),
+            _("The checkpoint comes from a model built differently (another class count?). Either build "
+              "the model as it was saved, load, then replace that layer (the head), or load everything "
+              "else with load_weights(model, path, strict=False, exclude={modules!r}).").format(
+                modules=modules))
     check_tensors(path, state, own)  # sparse, meta, quantized, wrong dtype: before any copy
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -69,9 +73,10 @@ def _plan_state(model: nn.Module, state: Mapping[str, Tensor], path: Path, *, st
         detail = "".join([f"\n  missing from the file: {_short_list(missing)}" if missing else "",
                           f"\n  not in the model: {_short_list(unexpected)}" if unexpected else ""])
         raise CheckpointError(
-            path, f"its keys do not match the model ({', '.join(parts)}):{detail}",
-            "Is this the right model class and configuration? If a part differs on purpose, load "
-            "with strict=False and check the returned missing_keys and unexpected_keys.")
+            path, _("its keys do not match the model ({parts}):{detail}").format(
+                      parts=', '.join(parts), detail=detail),
+            _("Is this the right model class and configuration? If a part differs on purpose, load with "
+              "strict=False and check the returned missing_keys and unexpected_keys."))
     return state
 
 
@@ -128,8 +133,9 @@ def save_weights(model: nn.Module | Mapping[str, Tensor], path: PathLike) -> Pat
     if path.suffix == ".safetensors":
         bad = [k for k, v in state.items() if not isinstance(v, Tensor)]
         if bad:
-            raise CheckpointError(path, f"safetensors stores only tensors, not {bad[0]!r}",
-                                  "Use a .pt file name instead.")
+            raise CheckpointError(path, _("safetensors stores only tensors, not {bad!r}").format(
+                                            bad=bad[0]),
+                                  _("Use a .pt file name instead."))
         data = _safetensors_bytes(state)
         _atomic_write(path, lambda f: f.write(data))
     else:
@@ -175,11 +181,13 @@ def load_whole_model(path: PathLike, *, trusted: bool = False,
     path = _existing(path)
     if not trusted:
         obj = _read(path, map_location=map_location)  # raises the explanation for a pickled model
-        kind = "weights (a state_dict)" if _is_state_dict(obj) else f"a {type(obj).__name__}"
-        raise CheckpointError(path, f"it holds {kind}, not a whole pickled model",
-                              "Build the model in code and call load_weights(model, path).")
+        kind = (_("weights (a state_dict)") if _is_state_dict(obj) else
+                _("a {type}").format(type=type(obj).__name__))
+        raise CheckpointError(path, _("it holds {kind}, not a whole pickled model").format(kind=kind),
+                              _("Build the model in code and call load_weights(model, path)."))
     obj = _read(path, map_location=map_location, trusted=True)
     if not isinstance(obj, nn.Module):
-        raise CheckpointError(path, f"it holds a {type(obj).__name__}, not an nn.Module",
-                              "Build the model in code and call load_weights(model, path).")
+        raise CheckpointError(path, _("it holds a {type}, not an nn.Module").format(
+                                        type=type(obj).__name__),
+                              _("Build the model in code and call load_weights(model, path)."))
     return obj
