@@ -230,3 +230,68 @@ def test_grade_table_in_chinese_is_aligned(monkeypatch):
     # a wide character takes two terminal columns: the columns line up on screen
     for head, cell in [("ch2.1", "OK"), ("ch2.2", "出错"), ("ch2.4", "缺失"), ("笔记本", "已运行")]:
         assert _width(lines[0][:lines[0].index(head)]) == _width(lines[1][:lines[1].rindex(cell)])
+
+
+# A sample of what a learner reads, under COURSE_LANG=zh: Chinese text, the tags unchanged -------
+
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def _chinese_line(line: str, tag: str) -> None:
+    assert line.startswith(f"[{tag}] "), line  # the tag stays English so that tools can read it
+    assert len(CJK.findall(line)) >= 4, line
+
+
+def test_a_sample_of_the_helpers_speaks_chinese(monkeypatch, capsys, tmp_path):
+    import torch
+    from torch import nn
+
+    from helpers.checkpoint import CheckpointError, load_weights, save_checkpoint
+    from helpers.envcheck import Check, device_lines
+    from helpers.exercises import ch1, ch2, ch3, ch4
+    from helpers.settings import SettingsError, course_settings, parse_num_classes
+
+    monkeypatch.setenv("COURSE_LANG", "zh")
+    # one checker verdict per chapter: a TODO, a TRY AGAIN, an OK, a TRY AGAIN
+    ch1.check_named_sequential(None, num_classes=10, batch=torch.zeros(8, 1, 8, 8))
+    _chinese_line(capsys.readouterr().out, "TODO")
+    model = nn.Sequential()
+    model.fc = nn.ReLU()
+    ch2.check_new_head(model, num_classes=5)
+    _chinese_line(capsys.readouterr().out, "TRY AGAIN")
+    ch3.check_prefix_stripper(lambda sd: {k.removeprefix("module."): v for k, v in sd.items()})
+    out = capsys.readouterr().out
+    _chinese_line(out, "OK")
+    assert "'module.'" in out  # code stays code
+    ch4.check_torchrun_command("python train.py", processes=4, num_classes=10, epochs=5,
+                               checkpoint_dir="runs/ch4/ex4")
+    _chinese_line(capsys.readouterr().out, "TRY AGAIN")
+    # the settings widgets and their errors
+    widgets = course_settings(show=False)
+    assert (widgets.num_classes_widget.description, widgets.device_widget.description) == ("类别数", "设备")
+    with pytest.raises(SettingsError, match="必须是 2 到 10 之间的整数"):
+        parse_num_classes("11")
+    # a line of the environment check, and the devices line
+    assert str(Check("torch", False, _("missing; install with: pip install '{req}'").format(
+        req="torch>=2.6"))) == "[FAIL] torch          缺失；安装命令：pip install 'torch>=2.6'"
+    assert device_lines()[-1].startswith("cpu: ") and "个 torch 线程" in device_lines()[-1]
+    # a checkpoint error: reason and advice, the path as given
+    with pytest.raises(CheckpointError) as caught:
+        load_weights(nn.Linear(2, 2), tmp_path / "missing.pt")
+    assert str(caught.value).startswith(f"{tmp_path / 'missing.pt'}: 没有这个检查点文件")
+    assert "请检查文件名和文件夹，或者先训练并保存。" in str(caught.value)
+    save_checkpoint(tmp_path / "c.pt", model=nn.Linear(2, 2), epoch=2)
+    with pytest.raises(CheckpointError, match="有 1 个张量的形状与模型中的不同"):
+        load_weights(nn.Linear(3, 2), tmp_path / "c.pt")
+
+
+def test_the_same_sample_stays_english_by_default(capsys):
+    import torch
+
+    from helpers.exercises import ch1
+    from helpers.settings import course_settings
+
+    ch1.check_named_sequential(None, num_classes=10, batch=torch.zeros(8, 1, 8, 8))
+    assert capsys.readouterr().out.startswith("[TODO] Build named_net: an nn.Sequential")
+    widgets = course_settings(show=False)
+    assert widgets.num_classes_widget.description == "Number of classes"
