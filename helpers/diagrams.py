@@ -272,7 +272,8 @@ def checkpoint_anatomy(checkpoint: Mapping[str, Any] | str | os.PathLike[str]) -
     metric, RNG states and extras. A part the file lacks is drawn dashed ("not saved").
 
     Pass the loaded dict (``torch.load(path, weights_only=True)``), a checkpoint file's path, or
-    the text of ``helpers.checkpoint.checkpoint_summary(path)``.
+    the text of ``helpers.checkpoint.checkpoint_summary(path)`` (read in English only: a summary
+    printed in another language is refused with a pointer to the path or the dict).
 
     >>> checkpoint_anatomy({"model": net.state_dict(), "epoch": 3, "best_acc": 0.9})
     """
@@ -296,6 +297,10 @@ def checkpoint_anatomy(checkpoint: Mapping[str, Any] | str | os.PathLike[str]) -
         raise TypeError(_("checkpoint_anatomy takes a checkpoint dict, a path or the text of "
                           "checkpoint_summary(path); got {type}").format(
                               type=type(checkpoint).__name__))
+    if not parts and isinstance(checkpoint, str):
+        raise ValueError(_("found no part of a training checkpoint in this text; pass the "
+                           "checkpoint's path or the loaded dict instead (a checkpoint_summary "
+                           "is read only in English)"))
     if not parts:
         raise ValueError(_("found none of model, optimizer, scheduler, scaler, epoch, rng or "
                            "extras in it; pass a training checkpoint (see "

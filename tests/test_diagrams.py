@@ -158,6 +158,9 @@ def test_checkpoint_anatomy_explains_bad_input():
         checkpoint_anatomy({"format": "mine"})
     with pytest.raises(TypeError, match="takes a checkpoint dict, a path or the text"):
         checkpoint_anatomy(42)  # type: ignore[arg-type]
+    # a summary printed by the Chinese edition is not parsed: the error points at the path or dict
+    with pytest.raises(ValueError, match="checkpoint's path or the loaded dict"):
+        checkpoint_anatomy("last.pt：训练检查点\n已完成轮数：3，下一轮：4")
 
 
 def test_pipeline_flowchart_has_every_stage_in_order():
