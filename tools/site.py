@@ -25,6 +25,11 @@ from pathlib import Path
 
 from tools.stamp_urls import Target
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 BADGE_URL = "https://colab.research.google.com/assets/colab-badge.svg"
@@ -87,6 +92,10 @@ def index_page(edition: Edition, chapters: list[str], target: Target) -> str:
     """README rewritten for the site, with the chapters' table of contents after it."""
     text = edition.readme.read_text(encoding="utf-8")
     other = "zh" if edition.name == "en" else "en"
+    # the paragraph that sends README's readers to this website is left out of the website
+    site_url = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "urls"].get("Documentation", "https://")
+    text = "\n\n".join(p for p in text.split("\n\n") if site_url not in p)
 
     def link(match: re.Match[str]) -> str:
         label, path = match[1], match[2]
