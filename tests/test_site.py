@@ -230,17 +230,18 @@ def test_chapter_pages_carry_the_colab_badge_and_the_notebooks_download(built):
 @pytest.mark.browser
 @pytest.mark.slow
 def test_widget_outputs_are_a_note_not_an_embed(built):
-    """No widget JavaScript or widget view is on any page; chapters with a widget show the note."""
-    en = site.EDITIONS["en"]
-    for page in (built / "en").glob("0*.html"):
-        nb = json.loads((en.notebooks / f"{page.stem}.ipynb").read_text(encoding="utf-8"))
-        widgets = sum(site.WIDGET_MIME in out.get("data", {})
-                      for cell in nb["cells"] for out in cell.get("outputs", []))
-        text = page.read_text(encoding="utf-8")
-        assert site.WIDGET_MIME not in text and "embed-amd.js" not in text and "require.js" not in text
-        assert text.count("course-widget-note") == widgets, page.name
-        if widgets:
-            assert html.escape(en.widget_note, quote=False) in text
+    """No widget JavaScript or widget view is on any page; each widget output became the note."""
+    for edition in site.EDITIONS.values():
+        for page in (built / edition.name).glob("0*.html"):
+            nb = json.loads((edition.notebooks / f"{page.stem}.ipynb").read_text(encoding="utf-8"))
+            widgets = sum(site.WIDGET_MIME in out.get("data", {})
+                          for cell in nb["cells"] for out in cell.get("outputs", []))
+            text = page.read_text(encoding="utf-8")
+            assert site.WIDGET_MIME not in text and "embed-amd.js" not in text, page
+            assert "require.js" not in text and "require.min.js" not in text, page
+            assert text.count("course-widget-note") == widgets, page
+            if widgets:
+                assert html.escape(edition.widget_note, quote=False) in text, page
 
 
 @pytest.mark.browser

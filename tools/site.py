@@ -145,8 +145,9 @@ def build_edition(edition: Edition, out: Path, staging: Path, target: Target) ->
     if out.exists():
         shutil.rmtree(out)  # nothing left over from an earlier build
     env = dict(os.environ, COURSE_SITE_EDITION=edition.name, COURSE_SITE_CONTEXT=json.dumps(context))
-    command = [sys.executable, "-m", "sphinx", "-b", "html", "-q", "-E", "-c", str(DOCS),
-               "-d", str(staging / f"doctrees-{edition.name}"), str(srcdir), str(out)]
+    # -W: a warning (a broken reference, an output Sphinx cannot show) fails the build
+    command = [sys.executable, "-m", "sphinx", "-b", "html", "-q", "-E", "-W", "--keep-going",
+               "-c", str(DOCS), "-d", str(staging / f"doctrees-{edition.name}"), str(srcdir), str(out)]
     subprocess.run(command, env=env, check=True)
 
 
