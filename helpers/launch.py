@@ -7,7 +7,9 @@ exit code 0: the job finished
 (True, 'done: ...')
 
 ``start_torchrun`` starts the same job in the background and returns it; ``job.wait()`` later
-collects it (a notebook goes on meanwhile).
+collects it (a notebook goes on meanwhile). A background job runs at a lower CPU priority (Unix
+``nice``, 10 by default), so the notebook's own cells keep their speed and the job takes the
+cores they leave free.
 
 ``torchrun`` is ``python -m torch.distributed.run``. The job runs with the interpreter of this
 process (``sys.executable``), so it uses the same environment as the notebook, whatever the
@@ -32,6 +34,7 @@ from pathlib import Path
 
 JOB_MARKER = "HELPERS_LAUNCH_JOB"  # environment variable that marks every process of a job
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL when a job is stopped
+BACKGROUND_NICE = 10  # how much lower a background job's CPU priority is than its caller's
 
 
 class LaunchError(RuntimeError):
@@ -155,6 +158,16 @@ def _stop(job: subprocess.Popen[str], marker: str, grace: float = STOP_GRACE) ->
         job.wait(timeout=5)
 
 
+def _lower_priority(pid: int, nice: int) -> None:
+    """Make process ``pid`` ``nice`` steps less important to the scheduler (Unix); the workers that
+    torchrun starts later inherit it. Where that is impossible the job runs at normal priority."""
+    if not hasattr(os, "setpriority"):  # pragma: no cover - Windows
+        return
+    with contextlib.suppress(OSError):
+        current = os.getpriority(os.PRIO_PROCESS, pid)
+        os.setpriority(os.PRIO_PROCESS, pid, min(19, current + nice))
+
+
 def _tail(text: str, lines: int) -> str:
     kept = text.rstrip().splitlines()[-lines:]
     return "\n".join("    " + line for line in kept) or "    (no output)"
@@ -175,7 +188,7 @@ class TorchrunJob:
     """
 
     def __init__(self, command: list[str], *, timeout: float, cwd: str | Path | None,
-                 quiet: bool) -> None:
+                 quiet: bool, nice: int = 0) -> None:
         self.command, self.shown, self.quiet = command, _shown(command), quiet
         self.timeout = timeout
         self._result: JobResult | None = None
@@ -190,6 +203,8 @@ class TorchrunJob:
             command, stdout=self._out, stderr=self._err, stdin=subprocess.DEVNULL, text=True,
             cwd=cwd, env={**os.environ, JOB_MARKER: self._marker},
             start_new_session=hasattr(os, "killpg"))
+        if nice:
+            _lower_priority(self._process.pid, nice)
 
     def running(self) -> bool:
         """True while torchrun has not exited."""
@@ -237,19 +252,23 @@ class TorchrunJob:
 
 def start_torchrun(module: str, args: Sequence[str] = (), *, nproc_per_node: int = 2,
                    timeout: float = 600, cwd: str | Path | None = None,
-                   quiet: bool = False) -> TorchrunJob:
+                   quiet: bool = False, nice: int = BACKGROUND_NICE) -> TorchrunJob:
     """Start ``module`` under torchrun in the background and print the command; return the job.
 
     The notebook (or test) goes on while the job runs; ``job.wait()`` collects it. ``timeout``
-    counts from the start.
+    counts from the start. The job runs ``nice`` steps below the caller's CPU priority (Unix), so
+    it slows the caller's own work down as little as possible; ``nice=0`` keeps the priority.
 
     >>> job = start_torchrun("helpers.pipeline", ["--device", "cpu"], nproc_per_node=2)
     torchrun --standalone --nproc-per-node=2 -m helpers.pipeline --device cpu
     """
+    if isinstance(nice, bool) or not isinstance(nice, int) or nice < 0:
+        raise ValueError(f"nice must be an int >= 0 (how much lower the job's CPU priority is), "
+                         f"got {nice!r}")
     command = torchrun_command(module, args, nproc_per_node=nproc_per_node)
     if not quiet:
         print(_shown(command), flush=True)
-    return TorchrunJob(command, timeout=timeout, cwd=cwd, quiet=quiet)
+    return TorchrunJob(command, timeout=timeout, cwd=cwd, quiet=quiet, nice=nice)
 
 
 def run_torchrun(module: str, args: Sequence[str] = (), *, nproc_per_node: int = 2,
@@ -267,7 +286,7 @@ def run_torchrun(module: str, args: Sequence[str] = (), *, nproc_per_node: int =
     True
     """
     job = start_torchrun(module, args, nproc_per_node=nproc_per_node, timeout=timeout, cwd=cwd,
-                         quiet=quiet)
+                         quiet=quiet, nice=0)  # nothing else runs meanwhile: normal priority
     return job.wait(tail=tail)
 
 

@@ -121,3 +121,29 @@ def test_a_background_job_past_its_timeout_is_stopped_when_waited_for(tmp_path):
     with pytest.raises(LaunchError, match=r"ran longer than 6 s and was stopped"):
         job.wait()
     assert not job.running()
+
+
+NICENESS = """
+import os
+print(f"rank {os.environ['RANK']} nice {os.nice(0)}", flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="CPU priorities are a Unix feature")
+def test_a_background_job_runs_at_a_lower_priority_and_a_waited_one_does_not(tmp_path):
+    module = _module(tmp_path, "job_nice", NICENESS)
+    mine = os.nice(0)
+    result = start_torchrun(module, nproc_per_node=2, cwd=tmp_path, timeout=120, quiet=True).wait()
+    lowered = min(19, mine + 10)
+    assert sorted(result.stdout.splitlines()) == [f"rank 0 nice {lowered}", f"rank 1 nice {lowered}"]
+    result = start_torchrun(module, nproc_per_node=2, cwd=tmp_path, timeout=120, quiet=True,
+                            nice=3).wait()
+    assert f"rank 0 nice {min(19, mine + 3)}" in result.stdout
+    result = run_torchrun(module, nproc_per_node=2, cwd=tmp_path, timeout=120, quiet=True)
+    assert sorted(result.stdout.splitlines()) == [f"rank 0 nice {mine}", f"rank 1 nice {mine}"]
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "10"])
+def test_start_refuses_a_bad_nice(bad):
+    with pytest.raises(ValueError, match="nice must be an int >= 0"):
+        start_torchrun("helpers.pipeline", nice=bad)
