@@ -17,6 +17,8 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from helpers.i18n import N_, _
+
 # What a path may be: each part at most NAME_MAX bytes, the whole at most PATH_MAX (Linux values).
 NAME_MAX, PATH_MAX = 255, 4096
 
@@ -33,11 +35,11 @@ def started_cleanly(module: str) -> Iterator[None]:
     except KeyboardInterrupt:
         if module != "__main__":
             raise
-        print("error: interrupted (Ctrl-C) while starting; nothing was done", file=sys.stderr)
+        print(_("error: interrupted (Ctrl-C) while starting; nothing was done"), file=sys.stderr)
         raise SystemExit(130) from None
 
 
-def whole_number(low: int, high: int, what: str = "a whole number") -> Callable[[str], int]:
+def whole_number(low: int, high: int, what: str = N_("a whole number")) -> Callable[[str], int]:
     """An argparse type: ASCII digits only (no ``'３'``), from ``low`` to ``high``.
 
     >>> whole_number(1, 1024)("64")
@@ -47,10 +49,12 @@ def whole_number(low: int, high: int, what: str = "a whole number") -> Callable[
         try:
             value = ascii_int(text)
         except argparse.ArgumentTypeError:
-            raise argparse.ArgumentTypeError(f"expected {what} from {low} to {high} (digits 0-9), "
-                                             f"got {printable(text)!r}") from None
+            raise argparse.ArgumentTypeError(_("expected {what} from {low} to {high} (digits 0-9), "
+                                               "got {text!r}").format(
+                what=_(what), low=low, high=high, text=printable(text))) from None
         if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"expected {what} from {low} to {high}, got {value}")
+            raise argparse.ArgumentTypeError(_("expected {what} from {low} to {high}, got {value}").format(
+                what=_(what), low=low, high=high, value=value))
         return value
 
     return parse
@@ -66,8 +70,8 @@ def ascii_int(text: str) -> int:
     digits = text.strip()
     body = digits[1:] if digits[:1] in "+-" else digits
     if not (body.isascii() and body.isdigit()) or len(body) > 12:
-        raise argparse.ArgumentTypeError(f"expected a whole number written with the digits 0-9, "
-                                         f"got {printable(text)!r}")
+        raise argparse.ArgumentTypeError(_("expected a whole number written with the digits 0-9, "
+                                           "got {text!r}").format(text=printable(text)))
     return int(digits)
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers.cli import ascii_int, one_line, printable, refuse_bad_paths, started_cleanly, whole_number
+from helpers.i18n import N_, _
 
 with started_cleanly(__name__):  # Ctrl-C while torch loads: one line, not 50 lines of frames
     import torch
@@ -71,8 +72,8 @@ def tiny_resnet_config(model: nn.Module) -> dict[str, Any]:
     """
     model = unwrap_model(model)
     if not isinstance(model, TinyResNet):
-        raise TypeError(f"expected a TinyResNet, got {type(model).__name__}; deploy that "
-                        f"model's weights together with the code that builds it")
+        raise TypeError(_("expected a TinyResNet, got {type}; deploy that model's weights together with "
+                          "the code that builds it").format(type=type(model).__name__))
     return {"num_classes": model.fc.out_features, "in_channels": model.stem[0].in_channels,
             "width": model.fc.in_features, "depth": len(model.blocks),
             "dropout": float(model.dropout.p)}
@@ -100,8 +101,8 @@ def save_for_deployment(model: nn.Module, path: PathLike, *,
     config = tiny_resnet_config(model)
     names = [str(name) for name in class_names]
     if len(names) != config["num_classes"]:
-        raise ValueError(f"the model has {config['num_classes']} outputs but {len(names)} class "
-                         f"names were given; pass one name per output")
+        raise ValueError(_("the model has {outputs} outputs but {n_names} class names were given; pass "
+                           "one name per output").format(outputs=config['num_classes'], n_names=len(names)))
     weights = save_weights(model, path)
     sidecar = sidecar_path(weights)
     text = json.dumps({"class_names": names, "config": config}, indent=2) + "\n"
@@ -119,8 +120,8 @@ def check_config(config: Any, source: PathLike) -> dict[str, Any]:
     """
     advice = "Write it again with save_for_deployment, or fix the value."
     if not isinstance(config, Mapping):
-        raise CheckpointError(source, f"config must be a dict of TinyResNet arguments, got "
-                                      f"{type(config).__name__}", advice)
+        raise CheckpointError(source, _("config must be a dict of TinyResNet arguments, got {type}").format(
+                                          type=type(config).__name__), advice)
     checked: dict[str, Any] = {}
     for key in ARCH_KEYS:
         if key not in config or config[key] is None:
@@ -130,14 +131,15 @@ def check_config(config: Any, source: PathLike) -> dict[str, Any]:
             ok = (not isinstance(value, bool) and isinstance(value, (int, float))
                   and 0 <= value < 1)
             if not ok:
-                raise CheckpointError(source, f"config dropout must be a number in [0, 1), got "
-                                              f"{value!r}", advice)
+                raise CheckpointError(source, _("config dropout must be a number in [0, 1), got "
+                                                "{value!r}").format(value=value), advice)
             checked[key] = float(value)
             continue
         low, high = INT_RANGES[key]
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise CheckpointError(source, f"config {key} must be a whole number from {low} to "
-                                          f"{high}, got {value!r}", advice)
+            raise CheckpointError(source, _("config {key} must be a whole number from {low} to {high}, "
+                                            "got {value!r}").format(
+                                              key=key, low=low, high=high, value=value), advice)
         checked[key] = value
     return checked
 
@@ -146,15 +148,17 @@ def check_class_names(names: Any, source: PathLike) -> list[str]:
     """``names`` as a list of strings (not one string, which would split into characters)."""
     advice = "Write it again with save_for_deployment(model, path, class_names=[...])."
     if isinstance(names, (str, bytes)) or not isinstance(names, (list, tuple)):
-        raise CheckpointError(source, f"class_names must be a list of strings, got "
-                                      f"{type(names).__name__} {str(names)[:40]!r}", advice)
+        raise CheckpointError(source, _("class_names must be a list of strings, got {type} {names!r}").format(
+                                          type=type(names).__name__, names=str(names)[:40]), advice)
     if len(names) > INT_RANGES["num_classes"][1]:
-        raise CheckpointError(source, f"{len(names):,} class names is more than the "
-                                      f"{INT_RANGES['num_classes'][1]:,} allowed", advice)
+        raise CheckpointError(source, _("{n_names:,} class names is more than the {maximum:,} "
+                                        "allowed").format(
+                                          n_names=len(names), maximum=INT_RANGES['num_classes'][1]), advice)
     bad = next((n for n in names if not isinstance(n, str) or len(n) > MAX_NAME_CHARS), None)
     if bad is not None:
-        raise CheckpointError(source, f"each class name must be a string of at most "
-                                      f"{MAX_NAME_CHARS} characters, got {str(bad)[:40]!r}", advice)
+        raise CheckpointError(source, _("each class name must be a string of at most {maximum} "
+                                        "characters, got {bad!r}").format(
+                                          maximum=MAX_NAME_CHARS, bad=str(bad)[:40]), advice)
     return list(names)
 
 
@@ -163,26 +167,28 @@ def _read_sidecar(sidecar: Path) -> dict[str, Any]:
     try:
         info = sidecar.stat()
         if not stat.S_ISREG(info.st_mode):  # a FIFO would block, /dev/zero never end
-            raise CheckpointError(sidecar, "the sidecar is not a regular file (a pipe, socket or "
-                                           "device)", advice)
+            raise CheckpointError(sidecar, _("the sidecar is not a regular file (a pipe, socket or "
+                                             "device)"), advice)
         with open(sidecar, "rb") as f:
             raw = f.read(MAX_SIDECAR_BYTES + 1)  # never more, whatever stat said
         if len(raw) > MAX_SIDECAR_BYTES or info.st_size > MAX_SIDECAR_BYTES:
             size = max(len(raw), info.st_size)
-            raise CheckpointError(sidecar, f"the sidecar is {size:,} bytes; a real one is a few "
-                                           f"hundred (at most {MAX_SIDECAR_BYTES:,})", advice)
+            raise CheckpointError(sidecar, _("the sidecar is {size:,} bytes; a real one is a few "
+                                             "hundred (at most {maximum:,})").format(
+                                               size=size, maximum=MAX_SIDECAR_BYTES), advice)
         meta = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
-        raise CheckpointError(sidecar, "not UTF-8 text", advice) from None
+        raise CheckpointError(sidecar, _("not UTF-8 text"), advice) from None
     except json.JSONDecodeError as exc:
-        raise CheckpointError(sidecar, f"not valid JSON ({exc})", advice) from None
+        raise CheckpointError(sidecar, _("not valid JSON ({exc})").format(exc=exc), advice) from None
     except RecursionError:
-        raise CheckpointError(sidecar, "its JSON is nested too deeply to be a sidecar", advice) from None
+        raise CheckpointError(sidecar, _("its JSON is nested too deeply to be a sidecar"), advice) from None
     except OSError as exc:
-        raise CheckpointError(sidecar, f"cannot read it ({type(exc).__name__}: {exc.strerror})",
+        raise CheckpointError(sidecar, _("cannot read it ({type}: {strerror})").format(
+                                           type=type(exc).__name__, strerror=exc.strerror),
                               advice) from None
     if not isinstance(meta, dict) or "class_names" not in meta or "config" not in meta:
-        raise CheckpointError(sidecar, "it has no class_names and config", advice)
+        raise CheckpointError(sidecar, _("it has no class_names and config"), advice)
     return meta
 
 
@@ -239,16 +245,17 @@ def load_for_inference(path: PathLike, *, device: torch.device | str = "cpu",
     info = read_deploy_info(path)
     config = {**(info.config if info else {}), **{k: v for k, v in overrides.items() if v is not None}}
     if "num_classes" not in config:
-        raise CheckpointError(path, "the class count is unknown: there is no sidecar "
-                                    f"{sidecar_path(path).name} and no config in the file",
-                              "Pass --num-classes (and --width/--depth as trained), or save with "
-                              "helpers.deploy.save_for_deployment.")
+        raise CheckpointError(path, _("the class count is unknown: there is no sidecar {name} and no "
+                                      "config in the file").format(name=sidecar_path(path).name),
+                              _("Pass --num-classes (and --width/--depth as trained), or save with "
+                                "helpers.deploy.save_for_deployment."))
     config = check_config(config, path)  # overrides too: nothing huge is built
     try:
         model = TinyResNet(**config)
     except (ValueError, RuntimeError) as exc:
-        raise CheckpointError(path, f"cannot build TinyResNet({config}): {exc}",
-                              "Pass the arguments the model was trained with.") from None
+        raise CheckpointError(path, _("cannot build TinyResNet({config}): {exc}").format(
+                                        config=config, exc=exc),
+                              _("Pass the arguments the model was trained with.")) from None
     if _is_dcp(path):
         from helpers.checkpoint.sharded import load_sharded_weights
 
@@ -257,8 +264,9 @@ def load_for_inference(path: PathLike, *, device: torch.device | str = "cpu",
         load_weights(model, path, map_location="cpu")  # strict: every key must fit
     names = info.class_names if info else [str(i) for i in range(config["num_classes"])]
     if len(names) != config["num_classes"]:
-        raise CheckpointError(path, f"{len(names)} class names for a {config['num_classes']}-class "
-                                    f"model", "Save the weights and the names together again.")
+        raise CheckpointError(path, _("{n_names} class names for a {classes}-class model").format(
+                                        n_names=len(names), classes=config["num_classes"]),
+                              _("Save the weights and the names together again."))
     return model.to(device).eval(), names
 
 
@@ -274,22 +282,23 @@ def predict_names(model: nn.Module, X: torch.Tensor, class_names: Sequence[str])
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m helpers.deploy",
-        description="Load deployed TinyResNet weights in a fresh process and predict the test "
-                    "split of the bundled digits.")
+        description=_("Load deployed TinyResNet weights in a fresh process and predict the test split "
+                      "of the bundled digits."))
     parser.add_argument("--checkpoint", type=Path, required=True,
-                        help="weights (.safetensors/.pt, with a .json sidecar), a training "
-                             "checkpoint, or a DCP checkpoint folder (pipeline --checkpoint-format dcp)")
-    for name, what in (("num_classes", "class count"), ("width", "TinyResNet width"),
-                       ("depth", "TinyResNet blocks")):
+                        help=_("weights (.safetensors/.pt, with a .json sidecar), a training "
+                               "checkpoint, or a DCP checkpoint folder (pipeline --checkpoint-format "
+                               "dcp)"))
+    for name, what in (("num_classes", N_("class count")), ("width", N_("TinyResNet width")),
+                       ("depth", N_("TinyResNet blocks"))):
         parser.add_argument(f"--{name.replace('_', '-')}", type=ascii_int,
-                            help=f"{what} (default: from the metadata)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default cpu)")
+                            help=_("{what} (default: from the metadata)").format(what=_(what)))
+    parser.add_argument("--device", default="cpu", help=_("cpu, cuda, cuda:N or mps (default cpu)"))
     parser.add_argument("--show", type=whole_number(0, 10_000), default=8,
-                        help="predictions to print (default 8)")
+                        help=_("predictions to print (default 8)"))
     parser.add_argument("--predictions", type=Path,
-                        help="also write every test prediction (class indices) to this JSON file")
+                        help=_("also write every test prediction (class indices) to this JSON file"))
     parser.add_argument("--min-accuracy", type=float, default=0.0,
-                        help="exit with status 1 when the test accuracy is lower (default 0)")
+                        help=_("exit with status 1 when the test accuracy is lower (default 0)"))
     return parser
 
 
@@ -315,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
     except KeyboardInterrupt:
-        print("error: interrupted (Ctrl-C)", file=sys.stderr)
+        print(_("error: interrupted (Ctrl-C)"), file=sys.stderr)
         return 130
 
 
@@ -333,16 +342,17 @@ def _main(argv: list[str] | None) -> int:
                                           depth=args.depth)
         bad = nonfinite_tensors(model)
         if bad:
-            raise CheckpointError(args.checkpoint, f"{len(bad)} tensor(s) hold NaN or infinite "
-                                                   f"values ({', '.join(bad[:3])}); its predictions "
-                                                   f"would mean nothing",
-                                  "The training diverged (try a lower learning rate); deploy an "
-                                  "earlier checkpoint, e.g. best.pt.")
+            raise CheckpointError(args.checkpoint, _("{n_bad} tensor(s) hold NaN or infinite values "
+                                                     "({bad}); its predictions would mean nothing").format(
+                                                       n_bad=len(bad), bad=', '.join(bad[:3])),
+                                  _("The training diverged (try a lower learning rate); deploy an "
+                                    "earlier checkpoint, e.g. best.pt."))
     except (SettingsError, CheckpointError, OSError, ValueError) as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
+        print(_("error: {message}").format(message=one_line(exc)), file=sys.stderr)
         return 2
     except Exception as exc:  # anything else a strange file causes: still one line
-        print(f"error: cannot load {args.checkpoint}: {type(exc).__name__}: {one_line(exc)}",
+        print(_("error: cannot load {checkpoint}: {type}: {message}").format(
+                  checkpoint=args.checkpoint, type=type(exc).__name__, message=one_line(exc)),
               file=sys.stderr)
         return 2
     config = tiny_resnet_config(model)
@@ -356,28 +366,37 @@ def _main(argv: list[str] | None) -> int:
     def name(index: int) -> str:
         return printable(names[index]) if index < len(names) else str(index)
 
-    print(f"loaded {printable(args.checkpoint.name)}: TinyResNet, {config['num_classes']} classes, "
-          f"width {config['width']}, depth {config['depth']}; eval mode: {not model.training}")
+    print(_("loaded {name}: TinyResNet, {classes} classes, width {width}, depth "
+            "{depth}; eval mode: {eval_mode}").format(
+              name=printable(args.checkpoint.name), classes=config["num_classes"], width=config["width"],
+              depth=config["depth"], eval_mode=not model.training))
     if config["in_channels"] != 1:
-        print(f"note: the model takes {config['in_channels']} channels; the grey digits are "
-              f"repeated to fill them")
+        print(_("note: the model takes {channels} channels; the grey digits are repeated to fill "
+                "them").format(
+                  channels=config['in_channels']))
     if data_classes != config["num_classes"]:
-        print(f"note: the model has {config['num_classes']} classes; the digits test split has "
-              f"{data_classes} (digits 0..{data_classes - 1})")
-    print(f"test accuracy {measured(accuracy)} on {len(test.y)} images")
+        print(_("note: the model has {classes} classes; the digits test split has {data_classes} (digits "
+                "0..{last})").format(
+                  classes=config['num_classes'], data_classes=data_classes, last=data_classes - 1))
+    print(_("test accuracy {accuracy} on {images} images").format(
+              accuracy=measured(accuracy), images=len(test.y)))
     if shown:
-        print(f"first {shown} predicted: {' '.join(name(int(i)) for i in predicted[:shown])}")
-        print(f"first {shown} true:      {' '.join(name(int(i)) for i in test.y[:shown])}")
+        print(_("first {shown} predicted: {digits}").format(
+                  shown=shown, digits=' '.join(name(int(i)) for i in predicted[:shown])))
+        print(_("first {shown} true:      {digits}").format(
+                  shown=shown, digits=' '.join(name(int(i)) for i in test.y[:shown])))
     if args.predictions is not None:
         text = json.dumps({"class_names": names, "accuracy": accuracy,
                            "predicted": predicted.tolist()}) + "\n"
         try:
             _atomic_write(args.predictions, lambda f: f.write(text.encode()))
         except CheckpointError as exc:
-            print(f"error: cannot write --predictions: {one_line(exc)}", file=sys.stderr)
+            print(_("error: cannot write --predictions: {message}").format(message=one_line(exc)),
+                  file=sys.stderr)
             return 2
     if accuracy < args.min_accuracy:
-        print(f"error: test accuracy {accuracy:.2f} is below --min-accuracy {args.min_accuracy}",
+        print(_("error: test accuracy {accuracy:.2f} is below --min-accuracy {min_accuracy}").format(
+                  accuracy=accuracy, min_accuracy=args.min_accuracy),
               file=sys.stderr)
         return 1
     return 0

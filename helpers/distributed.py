@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch import nn
 
 from helpers.checkpoint import PathLike, save_checkpoint, save_weights
+from helpers.i18n import _
 
 # The demo model: small enough that two CPU processes train it in a second or two.
 DEMO_MODEL = {"num_classes": 10, "width": 16, "depth": 1}
@@ -72,7 +73,8 @@ def _env_int(name: str) -> int:
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f"environment variable {name} must be an integer, got {value!r}") from None
+        raise ValueError(_("environment variable {name} must be an integer, got {value!r}").format(
+                             name=name, value=value)) from None
 
 
 def setup_distributed(device: str | torch.device = "auto", *,
@@ -92,8 +94,8 @@ def setup_distributed(device: str | torch.device = "auto", *,
         return DistributedContext(0, 0, 1, parse_device(device, source="device"), None)
     missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
     if missing:
-        raise RuntimeError(f"RANK and WORLD_SIZE are set but {', '.join(missing)} is not; start "
-                           f"the script with torchrun, which sets all of them")
+        raise RuntimeError(_("RANK and WORLD_SIZE are set but {missing} is not; start the script with "
+                             "torchrun, which sets all of them").format(missing=', '.join(missing)))
     rank, world_size = _env_int("RANK"), _env_int("WORLD_SIZE")
     local_rank = _env_int("LOCAL_RANK") if "LOCAL_RANK" in os.environ else rank
     wanted = str(device).lower()
@@ -101,15 +103,17 @@ def setup_distributed(device: str | torch.device = "auto", *,
         wanted = "cuda" if torch.cuda.is_available() else "cpu"
     if wanted.startswith("cuda"):
         if local_rank >= torch.cuda.device_count():
-            raise RuntimeError(f"LOCAL_RANK={local_rank} needs cuda:{local_rank}, but "
-                               f"{torch.cuda.device_count()} CUDA device(s) are visible; start at "
-                               f"most that many processes per node, or use --device cpu")
+            raise RuntimeError(_("LOCAL_RANK={local_rank} needs cuda:{local_rank}, but {device_count} "
+                                 "CUDA device(s) are visible; start at most that many processes per "
+                                 "node, or use --device cpu").format(
+                                   local_rank=local_rank, device_count=torch.cuda.device_count()))
         torch.cuda.set_device(local_rank)
         chosen, backend = torch.device("cuda", local_rank), backend or "nccl"
     elif wanted == "cpu":
         chosen, backend = torch.device("cpu"), backend or "gloo"
     else:
-        raise ValueError(f"distributed runs need cuda or cpu, got device {str(device)!r}")
+        raise ValueError(_("distributed runs need cuda or cpu, got device {device!r}").format(
+                             device=str(device)))
     if not dist.is_initialized():
         dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world_size,
                                 device_id=chosen if backend == "nccl" else None)
@@ -143,8 +147,8 @@ def save_on_main(path: PathLike, *, model: nn.Module, **checkpoint: Any) -> bool
             if "epoch" in checkpoint:
                 save_checkpoint(path, model=model, **checkpoint)
             elif checkpoint:
-                raise TypeError(f"save_on_main without epoch= writes weights only; got "
-                                f"{sorted(checkpoint)}")
+                raise TypeError(_("save_on_main without epoch= writes weights only; got {checkpoint}").format(
+                                    checkpoint=sorted(checkpoint)))
             else:
                 save_weights(model, path)
             wrote = True
@@ -155,16 +159,18 @@ def save_on_main(path: PathLike, *, model: nn.Module, **checkpoint: Any) -> bool
 
 def _choose_backend(backend: str | None, world_size: int) -> str:
     if not isinstance(world_size, int) or world_size < 1:
-        raise ValueError(f"world_size must be a positive integer, got {world_size!r}")
+        raise ValueError(_("world_size must be a positive integer, got {world_size!r}").format(
+                             world_size=world_size))
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if backend is None:
         backend = "nccl" if 0 < world_size <= gpus else "gloo"
     if backend not in ("gloo", "nccl"):
-        raise ValueError(f"backend must be 'gloo' (CPU) or 'nccl' (CUDA), got {backend!r}")
+        raise ValueError(_("backend must be 'gloo' (CPU) or 'nccl' (CUDA), got {backend!r}").format(
+                             backend=backend))
     if backend == "nccl" and world_size > gpus:
-        raise ValueError(f"NCCL needs one GPU per process: world_size={world_size}, but "
-                         f"{gpus} CUDA device(s) are visible; use backend='gloo' or a smaller "
-                         f"world_size")
+        raise ValueError(_("NCCL needs one GPU per process: world_size={world_size}, but {gpus} CUDA "
+                           "device(s) are visible; use backend='gloo' or a smaller world_size").format(
+                             world_size=world_size, gpus=gpus))
     return backend
 
 
@@ -248,7 +254,7 @@ def run_ddp_demo(world_size: int = 2, *, backend: str | None = None, checkpoint_
 
     backend = _choose_backend(backend, world_size)
     if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        raise ValueError(_("steps must be a positive integer, got {steps!r}").format(steps=steps))
     directory = Path(checkpoint_dir)
     directory.mkdir(parents=True, exist_ok=True)
     queue = mp.get_context("spawn").SimpleQueue()
@@ -259,8 +265,9 @@ def run_ddp_demo(world_size: int = 2, *, backend: str | None = None, checkpoint_
     try:
         while not context.join(timeout=0.5):  # raises with the worker's traceback if one fails
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the {world_size} DDP workers did not finish in {timeout_s} s; "
-                                   f"they were stopped")
+                raise TimeoutError(_("the {world_size} DDP workers did not finish in {timeout_s} s; "
+                                     "they were stopped").format(
+                                       world_size=world_size, timeout_s=timeout_s))
     finally:
         for process in context.processes:
             if process.is_alive():

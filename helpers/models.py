@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from helpers.i18n import _
+
 
 class Bottleneck(nn.Module):
     """Residual bottleneck: 1x1 reduce -> 3x3 -> 1x1 expand, plus the input (the "skip").
@@ -57,7 +59,7 @@ class TinyResNet(nn.Module):
                  depth: int = 4, dropout: float = 0.0) -> None:
         super().__init__()
         if depth < 1:
-            raise ValueError(f"depth must be at least 1, got {depth}")
+            raise ValueError(_("depth must be at least 1, got {depth}").format(depth=depth))
         self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
                                   nn.BatchNorm2d(width), nn.ReLU(inplace=True))
         self.blocks = nn.ModuleList([Bottleneck(width, width) for _ in range(depth)])

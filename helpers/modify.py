@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torchvision.ops import FrozenBatchNorm2d
 
+from helpers.i18n import _
 from helpers.models import count_parameters
 
 
@@ -30,12 +31,12 @@ def _linear_head(model: nn.Module, attr: str) -> nn.Linear:
         head = model.get_submodule(attr)
     except AttributeError:
         children = [name for name, _ in model.named_children()]
-        raise AttributeError(f"{type(model).__name__} has no submodule {attr!r}; "
-                             f"its children are {children}") from None
+        raise AttributeError(_("{type} has no submodule {attr!r}; its children are {children}").format(
+                                 type=type(model).__name__, attr=attr, children=children)) from None
     if not isinstance(head, nn.Linear):
-        raise TypeError(f"{type(model).__name__}.{attr} is a {type(head).__name__}, not an "
-                        f"nn.Linear, so its input size is unknown (was the head already "
-                        f"replaced by nn.Identity?)")
+        raise TypeError(_("{type}.{attr} is a {head}, not an nn.Linear, so its input size is unknown "
+                          "(was the head already replaced by nn.Identity?)").format(
+                            type=type(model).__name__, attr=attr, head=type(head).__name__))
     return head
 
 
@@ -58,7 +59,8 @@ def replace_head(model: nn.Module, num_classes: int, attr: str = "fc") -> nn.Mod
     5
     """
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        raise ValueError(_("num_classes must be a positive integer, got {num_classes!r}").format(
+                             num_classes=num_classes))
     old = _linear_head(model, attr)
     new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None,
                     device=old.weight.device, dtype=old.weight.dtype)
@@ -91,8 +93,8 @@ def _pooled(backbone: nn.Module, x: Tensor, feature_dim: int) -> Tensor:
     features = backbone(x)
     if not isinstance(features, Tensor) or features.ndim != 2 or features.shape[1] != feature_dim:
         shape = tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__
-        raise RuntimeError(f"the backbone returned {shape}; expected pooled features of shape "
-                           f"(batch, {feature_dim})")
+        raise RuntimeError(_("the backbone returned {shape}; expected pooled features of shape (batch, "
+                             "{feature_dim})").format(shape=shape, feature_dim=feature_dim))
     return features
 
 
@@ -113,7 +115,8 @@ class ResNetWithExtraInput(nn.Module):
                  *, head: str = "fc") -> None:
         super().__init__()
         if not isinstance(extra_dim, int) or isinstance(extra_dim, bool) or extra_dim < 1:
-            raise ValueError(f"extra_dim must be a positive integer, got {extra_dim!r}")
+            raise ValueError(_("extra_dim must be a positive integer, got {extra_dim!r}").format(
+                                 extra_dim=extra_dim))
         self.backbone = _default_backbone(backbone)
         self.feature_dim = strip_head(self.backbone, head)
         self.extra_dim = extra_dim
@@ -128,8 +131,8 @@ class ResNetWithExtraInput(nn.Module):
             extra = extra.unsqueeze(1)
         expected = (features.shape[0], self.extra_dim)
         if tuple(extra.shape) != expected:
-            raise ValueError(f"extra must have shape (batch, extra_dim) = {expected}, "
-                             f"got {tuple(extra.shape)}")
+            raise ValueError(_("extra must have shape (batch, extra_dim) = {expected}, got {shape}").format(
+                                 expected=expected, shape=tuple(extra.shape)))
         return extra.to(features.dtype)
 
     def forward(self, x: Tensor, extra: Tensor) -> Tensor:
@@ -234,8 +237,8 @@ def convert_frozen_batchnorm(module: nn.Module) -> nn.Module:
     """
     if isinstance(module, nn.BatchNorm2d):
         if module.running_mean is None or module.running_var is None:
-            raise ValueError(f"{module} has track_running_stats=False: it has no running "
-                             f"statistics to freeze (it always normalises with the batch's)")
+            raise ValueError(_("{module} has track_running_stats=False: it has no running statistics to "
+                               "freeze (it always normalises with the batch's)").format(module=module))
         frozen = FrozenBatchNorm2d(module.num_features, eps=module.eps)
         frozen = frozen.to(device=module.running_mean.device, dtype=module.running_mean.dtype)
         with torch.no_grad():
@@ -272,8 +275,8 @@ def param_groups(model: nn.Module, head_lr: float, backbone_lr: float, *,
     ]
     groups = [g for g in groups if g["params"]]
     if not groups:
-        raise ValueError(f"{type(model).__name__} has no trainable parameters: everything is "
-                         f"frozen, so an optimizer would have nothing to update")
+        raise ValueError(_("{type} has no trainable parameters: everything is frozen, so an optimizer "
+                           "would have nothing to update").format(type=type(model).__name__))
     return groups
 
 
@@ -299,8 +302,8 @@ def capture_activations(model: nn.Module, layer_names: Iterable[str], *,
     unknown = [n for n in names if n not in modules]
     if unknown:
         children = [n for n, _ in model.named_children()]
-        raise KeyError(f"{type(model).__name__} has no submodule(s) {unknown}; "
-                       f"its children are {children}")
+        raise KeyError(_("{type} has no submodule(s) {unknown}; its children are {children}").format(
+                           type=type(model).__name__, unknown=unknown, children=children))
     captured: dict[str, list[Any]] = {name: [] for name in names}
 
     def make_hook(name: str):
@@ -338,10 +341,11 @@ def load_backbone_weights(model: nn.Module, state_dict: Mapping[str, Tensor], *,
     resized = [f"{k}: checkpoint {list(v.shape)} vs model {list(own[k].shape)}"
                for k, v in kept.items() if k in own and v.shape != own[k].shape]
     if missing or unexpected or resized:
-        raise RuntimeError(f"the checkpoint does not fit this backbone, nothing was loaded: "
-                           f"{len(missing)} missing key(s) {missing[:3]}, {len(unexpected)} "
-                           f"unexpected key(s) {unexpected[:3]}, {len(resized)} size "
-                           f"mismatch(es) {resized[:3]}")
+        raise RuntimeError(_("the checkpoint does not fit this backbone, nothing was loaded: "
+                             "{n_missing} missing key(s) {missing}, {n_unexpected} unexpected key(s) "
+                             "{unexpected}, {n_resized} size mismatch(es) {resized}").format(
+                               n_missing=len(missing), missing=missing[:3], n_unexpected=len(unexpected),
+                               unexpected=unexpected[:3], n_resized=len(resized), resized=resized[:3]))
     return model.load_state_dict(kept, strict=False)
 
 

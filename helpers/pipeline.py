@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers.cli import one_line, path_problem, started_cleanly
+from helpers.i18n import _, ngettext
 
 with started_cleanly(__name__):  # Ctrl-C while torch loads: one line, not 50 lines of frames
     import torch
@@ -73,18 +74,21 @@ class ResumeRefused(Exception):
 def _positive(kind: type, high: float) -> Any:
     """An argparse type: a positive ``kind`` up to ``high`` (ASCII digits; no nan, no inf)."""
     def parse(text: str):
-        finite = "finite " if kind is float else ""
+        name = kind.__name__
         try:
             if not text.strip().isascii():
                 raise ValueError(text)
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(_("expected a positive {kind}, got {text!r}").format(
+                kind=name, text=text)) from None
         if not (value > 0 and math.isfinite(value)):  # also refuses nan and inf
-            raise argparse.ArgumentTypeError(f"expected a positive {finite}{kind.__name__}, got {text!r}")
+            raise argparse.ArgumentTypeError(
+                (_("expected a positive finite {kind}, got {text!r}") if kind is float else
+                 _("expected a positive {kind}, got {text!r}")).format(kind=name, text=text))
         if value > high:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__} of at most "
-                                             f"{high:g}, got {text!r}")
+            raise argparse.ArgumentTypeError(_("expected a positive {kind} of at most {high:g}, got "
+                                               "{text!r}").format(kind=name, high=high, text=text))
         return value
 
     return parse
@@ -94,14 +98,16 @@ def _seed(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(_("expected a whole number, got {text!r}").format(
+            text=text)) from None
     if not text.strip().isascii() or not 0 <= value < 2**32:  # what NumPy's seed accepts
-        raise argparse.ArgumentTypeError(f"expected a seed from 0 to 2**32 - 1, got {text!r}")
+        raise argparse.ArgumentTypeError(_("expected a seed from 0 to 2**32 - 1, got {text!r}").format(
+            text=text))
     return value
 
 
 def _done(epochs: int) -> str:
-    return f"{epochs} epoch{'' if epochs == 1 else 's'} done"
+    return ngettext("{count} epoch done", "{count} epochs done", epochs).format(count=epochs)
 
 
 def resumed_at(start_epoch: int, epochs: int) -> str:
@@ -112,8 +118,9 @@ def resumed_at(start_epoch: int, epochs: int) -> str:
     '3 epochs done, next epoch 4 of 6'
     """
     if start_epoch >= epochs:
-        return f"{_done(start_epoch)} of {epochs}, nothing left to train"
-    return f"{_done(start_epoch)}, next epoch {start_epoch + 1} of {epochs}"
+        return _("{done} of {epochs}, nothing left to train").format(done=_done(start_epoch), epochs=epochs)
+    return _("{done}, next epoch {next} of {epochs}").format(done=_done(start_epoch), next=start_epoch + 1,
+                                                             epochs=epochs)
 
 
 def checkpoint_paths(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -128,45 +135,52 @@ def _check_folder(folder: Path) -> str | None:
     if problem:
         return problem
     if folder.exists() and not folder.is_dir():
-        return f"--checkpoint-dir {folder} is a file, not a folder"
+        return _("--checkpoint-dir {folder} is a file, not a folder").format(folder=folder)
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        return f"--checkpoint-dir {folder}: {existing} is a file, not a folder"
+        return _("--checkpoint-dir {folder}: {existing} is a file, not a folder").format(
+            folder=folder, existing=existing)
     if not os.access(existing, os.W_OK | os.X_OK):
-        return f"--checkpoint-dir {folder}: no permission to write in {existing}"
+        return _("--checkpoint-dir {folder}: no permission to write in {existing}").format(
+            folder=folder, existing=existing)
     return None
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m helpers.pipeline",
-        description="Train a TinyResNet on the bundled digits with resumable checkpoints. "
-                    "Also runs under torchrun (gloo on CPU, NCCL on CUDA).")
-    parser.add_argument("--num-classes", default="10", help="digits 0..N-1 to learn, 2..10 (default 10)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto); "
-                        "under torchrun each rank uses cuda:LOCAL_RANK or cpu")
+        description=_("Train a TinyResNet on the bundled digits with resumable checkpoints. Also runs "
+                      "under torchrun (gloo on CPU, NCCL on CUDA)."))
+    parser.add_argument("--num-classes", default="10", help=_("digits 0..N-1 to learn, 2..10 (default "
+                                                              "10)"))
+    parser.add_argument("--device", default="auto", help=_("auto, cpu, cuda, cuda:N or mps (default "
+                                                           "auto); under torchrun each rank uses "
+                                                           "cuda:LOCAL_RANK or cpu"))
     parser.add_argument("--epochs", type=_positive(int, MAX_EPOCHS), default=8,
-                        help=f"total epochs, up to {MAX_EPOCHS} (default 8)")
+                        help=_("total epochs, up to {maximum} (default 8)").format(
+                                 maximum=MAX_EPOCHS))
     parser.add_argument("--batch-size", type=_positive(int, 1 << 20), default=64,
-                        help="batch size per process (default 64)")
+                        help=_("batch size per process (default 64)"))
     parser.add_argument("--lr", type=_positive(float, MAX_LR), default=1e-2,
-                        help=f"peak learning rate, up to {MAX_LR:g} (default 0.01)")
+                        help=_("peak learning rate, up to {maximum:g} (default 0.01)").format(maximum=MAX_LR))
     parser.add_argument("--width", type=_positive(int, MAX_WIDTH), default=64,
-                        help=f"TinyResNet width, up to {MAX_WIDTH} (default 64)")
+                        help=_("TinyResNet width, up to {maximum} (default 64)").format(
+                                 maximum=MAX_WIDTH))
     parser.add_argument("--depth", type=_positive(int, MAX_DEPTH), default=2,
-                        help=f"TinyResNet blocks, up to {MAX_DEPTH} (default 2)")
-    parser.add_argument("--dropout", type=float, default=0.1, help="dropout before the head (default 0.1)")
+                        help=_("TinyResNet blocks, up to {maximum} (default 2)").format(
+                                 maximum=MAX_DEPTH))
+    parser.add_argument("--dropout", type=float, default=0.1, help=_("dropout before the head (default 0.1)"))
     parser.add_argument("--checkpoint-dir", type=Path, default=Path("runs/pipeline"),
-                        help="where last.pt, best.pt and metrics.json go (default runs/pipeline)")
+                        help=_("where last.pt, best.pt and metrics.json go (default runs/pipeline)"))
     parser.add_argument("--checkpoint-format", choices=sorted(NAMES), default="file",
-                        help="file: rank 0 writes last.pt/best.pt; dcp: every rank writes its part "
-                             "of the folders last/ and best/ (torch.distributed.checkpoint)")
+                        help=_("file: rank 0 writes last.pt/best.pt; dcp: every rank writes its part of "
+                               "the folders last/ and best/ (torch.distributed.checkpoint)"))
     parser.add_argument("--resume", action="store_true",
-                        help="continue from CHECKPOINT_DIR/last.pt (dcp: CHECKPOINT_DIR/last)")
-    parser.add_argument("--seed", type=_seed, default=0, help="random seed, 0..2**32-1 (default 0)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar, only the summary")
+                        help=_("continue from CHECKPOINT_DIR/last.pt (dcp: CHECKPOINT_DIR/last)"))
+    parser.add_argument("--seed", type=_seed, default=0, help=_("random seed, 0..2**32-1 (default 0)"))
+    parser.add_argument("--quiet", action="store_true", help=_("no progress bar, only the summary"))
     return parser
 
 
@@ -180,7 +194,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     except SettingsError as exc:
         parser.error(str(exc))
     if not 0 <= args.dropout < 1:
-        parser.error(f"--dropout must be in [0, 1), got {args.dropout}")
+        parser.error(_("--dropout must be in [0, 1), got {dropout}").format(dropout=args.dropout))
     problem = _check_folder(args.checkpoint_dir)
     if problem:
         parser.error(problem)
@@ -215,27 +229,32 @@ def _resume_state(state: dict[str, Any], last: Path) -> dict[str, Any]:
     missing = [k for k in ("config", "history", "best_acc") if k not in state]
     if missing or not isinstance(state["config"], dict) or "epochs" not in state["config"]:
         what = ", ".join(missing) if missing else "config['epochs']"
-        raise CheckpointError(last, f"it has no {what}, so it was not written by helpers.pipeline",
-                              "Resume only from a pipeline run's last.pt, or start a new run "
-                              "without --resume (another --checkpoint-dir keeps this file).")
+        raise CheckpointError(last, _("it has no {what}, so it was not written by helpers.pipeline").format(
+                                        what=what),
+                              _("Resume only from a pipeline run's last.pt, or start a new run without "
+                                "--resume (another --checkpoint-dir keeps this file)."))
     advice = "The file was edited or damaged; use best.pt or start a new run without --resume."
     planned, best = state["config"]["epochs"], state["best_acc"]
     if isinstance(planned, bool) or not isinstance(planned, int) or not 0 < planned <= MAX_EPOCHS:
-        raise CheckpointError(last, f"config['epochs'] is {str(planned)[:40]!r}, not a whole number "
-                                    f"from 1 to {MAX_EPOCHS}", advice)
+        raise CheckpointError(last, _("config['epochs'] is {planned!r}, not a whole number from 1 to "
+                                      "{maximum}").format(
+                                        planned=str(planned)[:40], maximum=MAX_EPOCHS), advice)
     if best is not None and (isinstance(best, bool) or not isinstance(best, (int, float))):
-        raise CheckpointError(last, f"best_acc is {str(best)[:40]!r}, not a number", advice)
+        raise CheckpointError(last, _("best_acc is {best!r}, not a number").format(best=str(best)[:40]),
+                              advice)
     world = state.get("world_size", 1)
     if isinstance(world, bool) or not isinstance(world, int) or world < 1:
-        raise CheckpointError(last, f"world_size is {str(world)[:40]!r}, not a whole number >= 1",
+        raise CheckpointError(last, _("world_size is {world!r}, not a whole number >= 1").format(
+                                        world=str(world)[:40]),
                               advice)
     try:
         history = History.from_dict(state["history"])
     except ValueError as exc:
         raise CheckpointError(last, str(exc), advice) from None
     if len(history) > state["start_epoch"]:
-        raise CheckpointError(last, f"its history has {len(history)} epochs, but the checkpoint "
-                                    f"says {_done(state['start_epoch'])}", advice)
+        raise CheckpointError(last, _("its history has {count} epochs, but the checkpoint says "
+                                      "{done}").format(
+                                        count=len(history), done=_done(state['start_epoch'])), advice)
     return {**state, "history": history}
 
 
@@ -259,9 +278,10 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     if args.resume:
         if not last.exists():
             other = [f for f, (name, _) in NAMES.items() if (ckpt_dir / name).exists()]
-            hint = f" (it holds {NAMES[other[0]][0]}: add --checkpoint-format {other[0]})" if other else ""
-            raise ResumeRefused(f"--resume: no checkpoint at {last}{hint}; run once without "
-                                f"--resume first")
+            hint = _(" (it holds {name}: add --checkpoint-format {format})").format(
+                name=NAMES[other[0]][0], format=other[0]) if other else ""
+            raise ResumeRefused(_("--resume: no checkpoint at {last}{hint}; run once without --resume "
+                                  "first").format(last=last, hint=hint))
         if args.checkpoint_format == "dcp":  # every rank reads its part, before DDP wraps the model
             from helpers.checkpoint.sharded import load_sharded
 
@@ -273,20 +293,24 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         planned = state["config"]["epochs"]
         if planned != args.epochs:
             raise ResumeRefused(
-                f"--resume: {last} belongs to a run planned for {planned} epochs (its one-cycle "
-                f"learning-rate schedule ends there), but --epochs is {args.epochs}. Resume with "
-                f"--epochs {planned}; to train longer, fine-tune from its weights in a new run "
-                f"(chapter 4, section \"Continue training\", shows how).")
+                _("--resume: {last} belongs to a run planned for {planned} epochs (its one-cycle "
+                  "learning-rate schedule ends there), but --epochs is {epochs}. Resume with "
+                  "--epochs {planned}; to train longer, fine-tune from its weights in a new run "
+                  "(chapter 4, section \"Continue training\", shows how).").format(
+                    last=last, planned=planned, epochs=args.epochs))
         if scheduler.total_steps != planned_steps:
             raise ResumeRefused(
-                f"--resume: {last} plans its learning-rate schedule for {scheduler.total_steps} "
-                f"batches, this run has {planned_steps} ({len(loader)} per epoch): resume with the "
-                f"same --batch-size ({state['config'].get('batch_size')}) and number of processes "
-                f"({state.get('world_size', 1)}).")
+                _("--resume: {last} plans its learning-rate schedule for {saved} batches, this run "
+                  "has {planned} ({per_epoch} per epoch): resume with the same --batch-size "
+                  "({batch_size}) and number of processes ({processes}).").format(
+                    last=last, saved=scheduler.total_steps, planned=planned_steps,
+                    per_epoch=len(loader), batch_size=state["config"].get("batch_size"),
+                    processes=state.get("world_size", 1)))
         start_epoch, best_acc = state["start_epoch"], state["best_acc"]
         history = state["history"]
         if is_main_process():
-            print(f"resumed from {last}: {resumed_at(start_epoch, args.epochs)}")
+            print(_("resumed from {last}: {resumed_at}").format(
+                      last=last, resumed_at=resumed_at(start_epoch, args.epochs)))
     wrapped: nn.Module = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -309,7 +333,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
                       scheduler_step="batch",
                       start_epoch=start_epoch, history=history, callback=checkpoint,
                       train_loader=loader, progress=not args.quiet and is_main_process(),
-                      desc=f"pipeline ({world} process{'es' if world > 1 else ''})")
+                      desc=ngettext("pipeline ({count} process)", "pipeline ({count} processes)",
+                                    world).format(count=world))
     finally:
         signal.signal(signal.SIGTERM, previous)
     test_loss, test_acc = evaluate(unwrap_model(wrapped), data.test)
@@ -330,18 +355,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = run(args)
     except (CheckpointError, ResumeRefused) as exc:  # a refused --resume, a locked folder, a full disk
-        print(f"error: {one_line(exc, lines=6, width=600)}", file=sys.stderr)
+        print(_("error: {message}").format(message=one_line(exc, lines=6, width=600)), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         last = checkpoint_paths(args)[0]
-        where = (f"the last complete checkpoint is {last}" if last.exists()
-                 else "no checkpoint was written yet")
-        print(f"\ninterrupted: {where}; continue with --resume", file=sys.stderr)
+        where = (_("the last complete checkpoint is {last}").format(last=last) if last.exists()
+                 else _("no checkpoint was written yet"))
+        print(_("\ninterrupted: {where}; continue with --resume").format(where=where), file=sys.stderr)
         return 130
     if summary["rank"] == 0:
-        print(f"done: {summary['num_classes']} classes, {summary['world_size']} process(es) on "
-              f"{summary['device']}; best val acc {measured(summary['best_val_acc'])}, "
-              f"test acc {measured(summary['test_acc'])}; checkpoint {summary['checkpoint']}")
+        print(_("done: {classes} classes, {processes} process(es) on {device}; best "
+                "val acc {best}, test acc {test}; checkpoint {checkpoint}").format(
+                  classes=summary["num_classes"], processes=summary["world_size"], device=summary["device"],
+                  best=measured(summary["best_val_acc"]), test=measured(summary["test_acc"]),
+                  checkpoint=summary["checkpoint"]))
     return 0
 
 

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from helpers.data import Split
+from helpers.i18n import _
 from helpers.training import History
 
 
@@ -22,7 +23,8 @@ def plot_history(*histories: History, labels: Sequence[str] | None = None, title
     labels = list(labels) if labels is not None else [f"run {i + 1}" for i in range(len(histories))]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.2))
     if len(labels) != len(histories):
-        raise ValueError(f"got {len(histories)} histories but {len(labels)} labels")
+        raise ValueError(_("got {histories} histories but {labels} labels").format(
+            histories=len(histories), labels=len(labels)))
     styles = (["-o", "--s", ":^", "-.d"] * len(histories))[:len(histories)]
     for history, label, style in zip(histories, labels, styles, strict=True):
         epochs = [e + 1 for e in history.epoch]

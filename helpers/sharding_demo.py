@@ -36,6 +36,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from helpers.checkpoint.sharded import load_sharded, save_sharded
+from helpers.i18n import _
 
 FSDP2_CPU_MIN_TORCH = (2, 7)
 
@@ -44,8 +45,8 @@ def fsdp2_cpu_problem() -> str | None:
     """Why FSDP2 cannot run on CPU with this torch, or None. ``fsdp2_cpu_problem() is None``"""
     major, minor = (int(part) for part in torch.__version__.split(".")[:2])
     if (major, minor) < FSDP2_CPU_MIN_TORCH:
-        return (f"FSDP2 on CPU needs torch >= 2.7 (this is torch {torch.__version__}, whose FSDP2 "
-                "needs a CUDA stream); upgrade torch, or run on GPUs")
+        return _("FSDP2 on CPU needs torch >= 2.7 (this is torch {version}, whose FSDP2 needs a CUDA "
+                 "stream); upgrade torch, or run on GPUs").format(version=torch.__version__)
     return None
 
 
@@ -116,7 +117,7 @@ def _epoch(model: nn.Module, optimizer: Any, scheduler: Any, loader: Any, sample
 def main(argv: list[str] | None = None) -> int:
     problem = fsdp2_cpu_problem()
     if problem:
-        raise SystemExit(f"error: {problem}")
+        raise SystemExit(_("error: {message}").format(message=problem))
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
     from torch.distributed.device_mesh import init_device_mesh
 

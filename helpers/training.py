@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from helpers.data import ImageData, Split, make_loader, set_epoch
+from helpers.i18n import _
 from helpers.report import measured
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -64,21 +65,22 @@ class History:
         [0.5]
         """
         if not isinstance(data, dict):
-            raise ValueError(f"history must be a dict of lists, got {type(data).__name__}")
+            raise ValueError(_("history must be a dict of lists, got {type}").format(
+                                 type=type(data).__name__))
         known = {f.name for f in fields(cls)}
         for key, values in data.items():
             if key not in known:
-                raise ValueError(f"history has the unexpected key {str(key)[:40]!r}; known: "
-                                 f"{sorted(known)}")
+                raise ValueError(_("history has the unexpected key {key!r}; known: {known}").format(
+                                     key=str(key)[:40], known=sorted(known)))
             if not isinstance(values, (list, tuple)) or len(values) > MAX_HISTORY:
-                raise ValueError(f"history[{key!r}] must be a list of at most {MAX_HISTORY:,} "
-                                 f"numbers")
+                raise ValueError(_("history[{key!r}] must be a list of at most {maximum:,} numbers").format(
+                                     key=key, maximum=MAX_HISTORY))
             kind = int if key == "epoch" else (int, float)
             bad = [v for v in values if isinstance(v, bool) or not isinstance(v, kind)]
             if bad or (key == "epoch" and any(v < 0 for v in values)):
-                what = "whole numbers >= 0" if key == "epoch" else "numbers"
-                raise ValueError(f"history[{key!r}] must hold {what}, got "
-                                 f"{type(bad[0]).__name__ if bad else 'a negative one'}")
+                what = _("whole numbers >= 0") if key == "epoch" else _("numbers")
+                raise ValueError(_("history[{key!r}] must hold {what}, got {got}").format(
+                    key=key, what=what, got=type(bad[0]).__name__ if bad else _("a negative one")))
         return cls(**{k: list(v) for k, v in data.items()})
 
     def __len__(self) -> int:
@@ -146,7 +148,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]],
             correct = correct + (logits.argmax(1) == y).sum()
         count += len(y)
     if count == 0:
-        raise ValueError("the training loader yielded no batches; is the data set empty?")
+        raise ValueError(_("the training loader yielded no batches; is the data set empty?"))
     return float(loss_sum) / count, int(correct) / count
 
 
@@ -183,8 +185,8 @@ def one_cycle(optimizer: torch.optim.Optimizer, *, max_lr: float | list[float], 
     """
     for name, value in (("epochs", epochs), ("steps_per_epoch", steps_per_epoch)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r} "
-                             f"(steps_per_epoch is len(train_loader))")
+            raise ValueError(_("{name} must be a positive integer, got {value!r} (steps_per_epoch is "
+                               "len(train_loader))").format(name=name, value=value))
     return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, epochs=epochs,
                                                steps_per_epoch=steps_per_epoch, **kwargs)
 
@@ -206,9 +208,11 @@ def fit(model: nn.Module, data: ImageData, optimizer: torch.optim.Optimizer, *, 
     quiet mode for scripts and tests. Frozen BatchNorm layers stay frozen (see ``train_mode``).
     """
     if epochs < start_epoch:
-        raise ValueError(f"epochs ({epochs}) is smaller than start_epoch ({start_epoch})")
+        raise ValueError(_("epochs ({epochs}) is smaller than start_epoch ({start_epoch})").format(
+                             epochs=epochs, start_epoch=start_epoch))
     if scheduler_step not in ("epoch", "batch"):
-        raise ValueError(f"scheduler_step must be 'epoch' or 'batch', got {scheduler_step!r}")
+        raise ValueError(_("scheduler_step must be 'epoch' or 'batch', got {scheduler_step!r}").format(
+                             scheduler_step=scheduler_step))
     history = history if history is not None else History()
     loader = train_loader if train_loader is not None else make_loader(data.train, batch_size,
                                                                         shuffle=True)
@@ -241,6 +245,7 @@ def fit(model: nn.Module, data: ImageData, optimizer: torch.optim.Optimizer, *, 
         # A notebook saves a progress widget in its first state (0%); this line records the outcome.
         # The accuracy is a measurement (it differs in the last digits from CPU to CPU): the
         # sanitizer masks the number after the mark.
-        print(f"{desc}: epoch {history.epoch[-1] + 1}/{epochs} done, "
-              f"validation accuracy {measured(history.val_acc[-1])}")
+        print(_("{desc}: epoch {epoch}/{epochs} done, validation accuracy {accuracy}").format(
+                  desc=desc, epoch=history.epoch[-1] + 1, epochs=epochs,
+                  accuracy=measured(history.val_acc[-1])))
     return history
