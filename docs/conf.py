@@ -80,3 +80,24 @@ def _fix_chinese_search_stemmer() -> None:
 
 
 _fix_chinese_search_stemmer()
+
+
+def _chinese_search_words() -> dict[str, str]:
+    """jieba (Sphinx's Chinese word splitter) learns the course's own terms from the glossary, so
+    a search for 断点续训 or 分片检查点 finds the pages that use them, not only their parts."""
+    import csv
+    import tempfile
+    from pathlib import Path
+
+    glossary = Path(__file__).resolve().parents[1] / "translations" / "zh" / "glossary.tsv"
+    lines = [line for line in glossary.read_text(encoding="utf-8").splitlines()
+             if line and not line.startswith("#")]
+    terms = sorted({row["chinese"] for row in csv.DictReader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+                    if any("\u4e00" <= c <= "\u9fff" for c in row["chinese"])})
+    words = Path(tempfile.gettempdir()) / "course-site-jieba-words.txt"
+    words.write_text("".join(f"{term} 100000 n\n" for term in terms), encoding="utf-8")
+    return {"dict": str(words)}
+
+
+if ZH:
+    html_search_options = _chinese_search_words()
