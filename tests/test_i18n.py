@@ -124,7 +124,7 @@ def test_a_translation_with_other_placeholders_is_named():
 
 def test_every_message_of_the_helpers_has_a_chinese_entry():
     messages = source_messages()
-    assert len(messages) >= 30  # errors, grade and the exercises' common checks are wrapped
+    assert len(messages) >= 600  # every learner-facing module of the helpers is wrapped (issue 23)
     assert untranslated(_real_catalog(), messages) == []
 
 
