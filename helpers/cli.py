@@ -103,7 +103,7 @@ def one_line(exc: BaseException, *, lines: int = 4, width: int = 300) -> str:
     body = [line for line in head.splitlines() if line.strip()]
     shown = [cut(line) for line in body[:lines]]
     if len(body) > lines:
-        shown.append(f"… ({len(body) - lines} more lines)")
+        shown.append(_("… ({count} more lines)").format(count=len(body) - lines))
     return " ".join(shown + ([cut(advice)] if advice else []))
 
 
@@ -115,13 +115,14 @@ def path_problem(path: Path, option: str) -> str | None:
     """
     text = os.fspath(path)
     if "\x00" in text:
-        return f"{option}: the path contains a null byte (\\x00)"
+        return _("{option}: the path contains a null byte (\\x00)").format(option=option)
     longest = max((len(os.fsencode(part)) for part in Path(text).parts), default=0)
     if longest > NAME_MAX:
-        return (f"{option}: a part of the path has {longest} bytes, more than the {NAME_MAX} a "
-                f"file name may have")
+        return _("{option}: a part of the path has {longest} bytes, more than the {maximum} a "
+                 "file name may have").format(option=option, longest=longest, maximum=NAME_MAX)
     if len(os.fsencode(text)) > PATH_MAX - 64:  # room for the file names inside the folder
-        return f"{option}: the path is longer than {PATH_MAX - 64} bytes"
+        return _("{option}: the path is longer than {maximum} bytes").format(option=option,
+                                                                             maximum=PATH_MAX - 64)
     return None
 
 

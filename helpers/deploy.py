@@ -118,7 +118,7 @@ def check_config(config: Any, source: PathLike) -> dict[str, Any]:
     >>> check_config({"num_classes": 10, "width": 64, "lr": 0.01}, "digits.json")
     {'num_classes': 10, 'width': 64}
     """
-    advice = "Write it again with save_for_deployment, or fix the value."
+    advice = _("Write it again with save_for_deployment, or fix the value.")
     if not isinstance(config, Mapping):
         raise CheckpointError(source, _("config must be a dict of TinyResNet arguments, got {type}").format(
                                           type=type(config).__name__), advice)
@@ -146,7 +146,7 @@ def check_config(config: Any, source: PathLike) -> dict[str, Any]:
 
 def check_class_names(names: Any, source: PathLike) -> list[str]:
     """``names`` as a list of strings (not one string, which would split into characters)."""
-    advice = "Write it again with save_for_deployment(model, path, class_names=[...])."
+    advice = _("Write it again with save_for_deployment(model, path, class_names=[...]).")
     if isinstance(names, (str, bytes)) or not isinstance(names, (list, tuple)):
         raise CheckpointError(source, _("class_names must be a list of strings, got {type} {names!r}").format(
                                           type=type(names).__name__, names=str(names)[:40]), advice)
@@ -163,7 +163,7 @@ def check_class_names(names: Any, source: PathLike) -> list[str]:
 
 
 def _read_sidecar(sidecar: Path) -> dict[str, Any]:
-    advice = "Write it again with save_for_deployment."
+    advice = _("Write it again with save_for_deployment.")
     try:
         info = sidecar.stat()
         if not stat.S_ISREG(info.st_mode):  # a FIFO would block, /dev/zero never end

@@ -338,7 +338,8 @@ def load_backbone_weights(model: nn.Module, state_dict: Mapping[str, Tensor], *,
     own = {k: v for k, v in model.state_dict().items() if not k.startswith(prefix)}
     missing = [k for k in own if k not in kept]
     unexpected = [k for k in kept if k not in own]
-    resized = [f"{k}: checkpoint {list(v.shape)} vs model {list(own[k].shape)}"
+    resized = [_("{key}: checkpoint {saved} vs model {own}").format(
+                   key=k, saved=list(v.shape), own=list(own[k].shape))
                for k, v in kept.items() if k in own and v.shape != own[k].shape]
     if missing or unexpected or resized:
         raise RuntimeError(_("the checkpoint does not fit this backbone, nothing was loaded: "

@@ -233,7 +233,7 @@ def _resume_state(state: dict[str, Any], last: Path) -> dict[str, Any]:
                                         what=what),
                               _("Resume only from a pipeline run's last.pt, or start a new run without "
                                 "--resume (another --checkpoint-dir keeps this file)."))
-    advice = "The file was edited or damaged; use best.pt or start a new run without --resume."
+    advice = _("The file was edited or damaged; use best.pt or start a new run without --resume.")
     planned, best = state["config"]["epochs"], state["best_acc"]
     if isinstance(planned, bool) or not isinstance(planned, int) or not 0 < planned <= MAX_EPOCHS:
         raise CheckpointError(last, _("config['epochs'] is {planned!r}, not a whole number from 1 to "

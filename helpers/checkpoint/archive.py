@@ -63,14 +63,14 @@ def _pickled_config_entries(archive: zipfile.ZipFile, name: str) -> list[str]:
     try:
         config = json.loads(archive.read(name).decode("utf-8"))
     except (ValueError, UnicodeDecodeError):
-        return [f"{name} (not valid JSON)"]
+        return [_("{name} (not valid JSON)").format(name=name)]
     entries: Any = config.get("config", {}) if isinstance(config, dict) else None
     if not isinstance(entries, dict):
-        return [f"{name} (not a payload config)"]
+        return [_("{name} (not a payload config)").format(name=name)]
     found = []
     for fqn, meta in entries.items():
         if not isinstance(meta, dict):
-            found.append(f"{fqn} (a malformed entry)")
+            found.append(_("{name} (a malformed entry)").format(name=fqn))
         elif meta.get("use_pickle") or str(meta.get("path_name", "")).startswith(_PICKLED_PREFIXES):
             found.append(f"{fqn} (use_pickle)")
     return found
@@ -115,7 +115,7 @@ def pt2_problem(data: bytes) -> str | None:
             if rest.endswith(("_weights_config.json", "_constants_config.json")):
                 pickled += _pickled_config_entries(archive, name)
             elif rest.endswith((".pt", ".pkl")) and not _loads_safely(archive.read(name)):
-                pickled.append(f"{rest} (not loadable with weights_only=True)")
+                pickled.append(_("{name} (not loadable with weights_only=True)").format(name=rest))
         if pickled:
             shown = ", ".join(pickled[:3]) + (f" and {len(pickled) - 3} more" if len(pickled) > 3
                                               else "")

@@ -29,12 +29,12 @@ from torch.distributed.checkpoint.metadata import Metadata, TensorStorageMetadat
 from helpers.checkpoint.atomic import _fsync_dir, _process_exists
 from helpers.checkpoint.errors import DAMAGED_ADVICE, CheckpointError, PathLike, _first_line
 from helpers.checkpoint.weights import _short_list
-from helpers.i18n import _
+from helpers.i18n import N_, _
 
 METADATA = ".metadata"
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<host>.+)-(?P<pid>\d+)$")
 _SINGLE_PROCESS = ".*assuming the intent is to (save|load) in a single process"
-_NOT_DCP = ("It looks like a torch.save file: load it with load_checkpoint / load_weights, or "
+_NOT_DCP = N_("It looks like a torch.save file: load it with load_checkpoint / load_weights, or "
             "convert it with file_to_dcp(path, folder).")
 
 
@@ -206,9 +206,10 @@ def check_keys(folder: PathLike, state: Mapping[str, Any], *, strict: bool = Tru
             shapes.append("  " + _("{key}: checkpoint {saved} vs model {own}").format(
                 key=key, saved=list(info.size), own=list(value.shape)))
     if missing or unused or shapes:
-        detail = "".join([f"\n  missing from the checkpoint: {_short_list(missing)}" if missing
-                          else "", f"\n  in the checkpoint, not in the target (DCP would skip "
-                          f"them silently): {_short_list(unused)}" if unused else "",
+        detail = "".join([_("\n  missing from the checkpoint: {keys}").format(keys=_short_list(missing))
+                          if missing else "",
+                          _("\n  in the checkpoint, not in the target (DCP would skip them silently): "
+                            "{keys}").format(keys=_short_list(unused)) if unused else "",
                           "\n" + "\n".join(shapes[:6]) if shapes else ""])
         raise CheckpointError(
             Path(folder), _("it does not fit ({n_missing} missing, {n_unused} unused, {n_shapes} of "

@@ -31,11 +31,11 @@ from helpers.checkpoint.errors import (
     _os_error,
 )
 from helpers.checkpoint.prefixes import unwrap_model
-from helpers.i18n import _
+from helpers.i18n import N_, _
 
 _LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 _ZIP_MAGIC = b"PK\x03\x04"
-_DCP_ADVICE = ("Load it with load_sharded(folder, model=...) or load_sharded_weights(model, folder), "
+_DCP_ADVICE = N_("Load it with load_sharded(folder, model=...) or load_sharded_weights(model, folder), "
                "or convert it to one file with dcp_to_file(folder, path).")
 
 
@@ -170,8 +170,8 @@ def _read(path: PathLike, *, map_location: Any = "cpu", trusted: bool = False,
             return torch.load(path, map_location=map_location, weights_only=False)
         except Exception as exc:
             missing_class = isinstance(exc, (AttributeError, ImportError))
-            hint = ("Pickle stores a reference to the model's class, not its code: import or "
-                    "define that class before loading." if missing_class else DAMAGED_ADVICE)
+            hint = (_("Pickle stores a reference to the model's class, not its code: import or "
+                      "define that class before loading.") if missing_class else DAMAGED_ADVICE)
             raise CheckpointError(path, _("cannot unpickle it ({type}: {message})").format(
                                             type=type(exc).__name__, message=_first_line(exc)),
                                   hint) from None

@@ -128,7 +128,8 @@ def save_sharded(folder: PathLike, *, model: nn.Module, optimizer: Any = None,
             remove_stale_sharded_temps(folder)
             shutil.rmtree(tmp, ignore_errors=True)
         except OSError as exc:
-            error = f"cannot write next to it ({type(exc).__name__}: {_first_line(exc)})"
+            error = _("cannot write next to it ({type}: {message})").format(
+                type=type(exc).__name__, message=_first_line(exc))
     tmp, error = _from_rank0((tmp, error))
     if error is None:
         state = {**small, **_state(model, optimizer), "rng": _rank_rng()}
@@ -137,13 +138,15 @@ def save_sharded(folder: PathLike, *, model: nn.Module, optimizer: Any = None,
                 warnings.filterwarnings("ignore", message=_SINGLE_PROCESS)
                 dcp.save(state, checkpoint_id=tmp, planner=_lowest_rank_planner())
         except Exception as exc:  # DCP gathers every rank's failure and raises it on all ranks
-            error = f"the save failed ({type(exc).__name__}: {_first_line(exc)})"
+            error = _("the save failed ({type}: {message})").format(
+                type=type(exc).__name__, message=_first_line(exc))
         if _rank() == 0:
             try:
                 if error is None:
                     _swap_in(tmp, folder)
             except OSError as exc:
-                error = f"cannot rename the finished save into place ({_first_line(exc)})"
+                error = _("cannot rename the finished save into place ({message})").format(
+                    message=_first_line(exc))
             finally:
                 if error is not None:
                     shutil.rmtree(tmp, ignore_errors=True)

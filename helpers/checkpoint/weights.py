@@ -70,8 +70,10 @@ def _plan_state(model: nn.Module, state: Mapping[str, Tensor], path: Path, *, st
     unexpected = [k for k in state if k not in own]
     if strict and (missing or unexpected):
         parts = [f"{len(missing)} missing", f"{len(unexpected)} unexpected"]
-        detail = "".join([f"\n  missing from the file: {_short_list(missing)}" if missing else "",
-                          f"\n  not in the model: {_short_list(unexpected)}" if unexpected else ""])
+        detail = "".join([_("\n  missing from the file: {keys}").format(keys=_short_list(missing))
+                          if missing else "",
+                          _("\n  not in the model: {keys}").format(keys=_short_list(unexpected))
+                          if unexpected else ""])
         raise CheckpointError(
             path, _("its keys do not match the model ({parts}):{detail}").format(
                       parts=', '.join(parts), detail=detail),
