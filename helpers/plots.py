@@ -12,26 +12,35 @@ import torch
 from torch import nn
 
 from helpers.data import Split
+from helpers.fonts import chinese_labels
 from helpers.i18n import _
 from helpers.training import History
 
 
 def plot_history(*histories: History, labels: Sequence[str] | None = None, title: str | None = None):
     """Loss (left) and validation accuracy (right) per epoch, one line per history."""
-    import matplotlib.pyplot as plt
-
-    labels = list(labels) if labels is not None else [f"run {i + 1}" for i in range(len(histories))]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.2))
-    if len(labels) != len(histories):
+    if labels is not None and len(labels) != len(histories):
         raise ValueError(_("got {histories} histories but {labels} labels").format(
             histories=len(histories), labels=len(labels)))
+    with chinese_labels():  # axis texts in the learner's language (a no-op in English)
+        return _plot_history(histories, labels, title)
+
+
+def _plot_history(histories: Sequence[History], labels: Sequence[str] | None, title: str | None):
+    import matplotlib.pyplot as plt
+
+    labels = list(labels) if labels is not None else [
+        _("run {number}").format(number=i + 1) for i in range(len(histories))]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.2))
     styles = (["-o", "--s", ":^", "-.d"] * len(histories))[:len(histories)]
     for history, label, style in zip(histories, labels, styles, strict=True):
         epochs = [e + 1 for e in history.epoch]
-        ax_loss.plot(epochs, history.train_loss, style, label=f"{label} (train)", markersize=4)
-        ax_acc.plot(epochs, history.val_acc, style, label=f"{label} (val)", markersize=4)
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="training loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="validation accuracy")
+        ax_loss.plot(epochs, history.train_loss, style, markersize=4,
+                     label=_("{label} (train)").format(label=label))
+        ax_acc.plot(epochs, history.val_acc, style, markersize=4,
+                    label=_("{label} (val)").format(label=label))
+    ax_loss.set(xlabel=_("epoch"), ylabel=_("loss"), title=_("training loss"))
+    ax_acc.set(xlabel=_("epoch"), ylabel=_("accuracy"), title=_("validation accuracy"))
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -59,6 +68,12 @@ def predict(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
 def plot_predictions(model: nn.Module, split: Split, class_names: Sequence[str], *, n: int = 24,
                      columns: int = 8, title: str | None = None):
     """The first ``n`` images of ``split`` with predicted labels (green right, red wrong)."""
+    with chinese_labels():  # a learner's Chinese title renders too
+        return _plot_predictions(model, split, class_names, n=n, columns=columns, title=title)
+
+
+def _plot_predictions(model: nn.Module, split: Split, class_names: Sequence[str], *, n: int,
+                      columns: int, title: str | None):
     import matplotlib.pyplot as plt
 
     X, y = split.X[:n], split.y[:n]
