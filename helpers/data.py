@@ -34,6 +34,7 @@ from torch.utils.data import (
     SequentialSampler,
 )
 
+from helpers.i18n import _
 from helpers.settings import parse_num_classes
 
 
@@ -150,8 +151,8 @@ def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
         try:
             from sklearn.datasets import load_digits as sk_load_digits
         except ImportError:
-            raise ImportError("the bundled digits come with scikit-learn, which is not installed: "
-                              "pip install scikit-learn (or pip install -r requirements.txt)") from None
+            raise ImportError(_("the bundled digits come with scikit-learn, which is not installed: "
+                                "pip install scikit-learn (or pip install -r requirements.txt)")) from None
         bunch = sk_load_digits()
         images, labels = bunch.images, bunch.target.astype(np.int64)
     else:
@@ -174,9 +175,10 @@ def load_digits(num_classes: int = 10, *, size: int = 8, channels: int = 1,
     """
     num_classes = parse_num_classes(num_classes, source="num_classes")
     if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+        raise ValueError(_("channels must be 1 or 3, got {value}").format(value=repr(channels)))
     if not isinstance(size, int) or size < 8:
-        raise ValueError(f"size must be an integer >= 8 (the digits are 8x8), got {size!r}")
+        raise ValueError(_("size must be an integer >= 8 (the digits are 8x8), got {value}")
+                         .format(value=repr(size)))
     raw_images, labels = digits_arrays()
     images = raw_images.astype(np.float32) / 16.0  # (1797, 8, 8), values 0..16 in the file
     train_idx, val_idx, test_idx = _split_indices(labels, range(num_classes), seed,
@@ -222,12 +224,14 @@ def make_loader(split: Split | Dataset, batch_size: int = 64, *, shuffle: bool =
     torch.Size([64, 1, 8, 8])
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise ValueError(_("batch_size must be a positive integer, got {value}")
+                         .format(value=repr(batch_size)))
     if sampler is not None and (shuffle or seed is not None or generator is not None):
-        raise ValueError("pass either sampler=... or shuffle/seed/generator, not both: the sampler "
-                         "alone decides the order (a DistributedSampler shuffles by itself)")
+        raise ValueError(_("pass either sampler=... or shuffle/seed/generator, not both: the sampler "
+                           "alone decides the order (a DistributedSampler shuffles by itself)"))
     if seed is not None and generator is not None:
-        raise ValueError("pass seed=... (the order depends on seed + epoch) or generator=..., not both")
+        raise ValueError(_("pass seed=... (the order depends on seed + epoch) or generator=..., "
+                           "not both"))
     if sampler is None:
         if seed is not None:
             sampler = DistributedSampler(split, num_replicas=1, rank=0, shuffle=True, seed=seed)
@@ -282,20 +286,21 @@ def load_torchvision_dataset(name: str, root: str | Path = "data", *, download: 
 
     key = name.lower().replace("-", "").replace("_", "")
     if key not in _TORCHVISION_SETS:
-        raise ValueError(f"unknown data set {name!r}; choose one of {sorted(_TORCHVISION_SETS)}")
+        raise ValueError(_("unknown data set {name}; choose one of {choices}")
+                         .format(name=repr(name), choices=sorted(_TORCHVISION_SETS)))
     num_classes = parse_num_classes(num_classes, source="num_classes")
     cls = getattr(torchvision.datasets, _TORCHVISION_SETS[key])
     try:
         train = cls(str(root), train=True, download=download)
         test = cls(str(root), train=False, download=download)
     except (OSError, RuntimeError) as exc:  # URLError is an OSError; "Dataset not found" a RuntimeError
-        hint = ("the download failed (is this machine offline?)" if download else
-                f"it is not under {str(root)!r} and download=False")
-        raise DatasetUnavailableError(
-            f"{cls.__name__} is not available: {hint}. Either run once with download=True on a "
-            f"machine with internet access, or use the bundled digits, which need no network: "
-            f"helpers.data.load_digits(). ({type(exc).__name__}: {exc})"
-        ) from None
+        hint = (_("the download failed (is this machine offline?)") if download else
+                _("it is not under {root} and download=False").format(root=repr(str(root))))
+        raise DatasetUnavailableError(_(
+            "{dataset} is not available: {hint}. Either run once with download=True on a "
+            "machine with internet access, or use the bundled digits, which need no network: "
+            "helpers.data.load_digits(). ({error}: {detail})"
+        ).format(dataset=cls.__name__, hint=hint, error=type(exc).__name__, detail=exc)) from None
 
     def to_split(ds) -> Split:
         X = torch.as_tensor(np.asarray(ds.data), dtype=torch.float32) / 255.0

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from helpers.cli import started_cleanly
+from helpers.i18n import _
 
 with started_cleanly(__name__):  # Ctrl-C while torch loads: one line, not 50 lines of frames
     import numpy as np
@@ -92,11 +93,13 @@ def onnx_export_problem() -> str | None:
     missing = missing_onnx_packages()
     packages = [name for name in missing if name != ONNX_TORCH]
     if packages:
-        return (f"ONNX export needs {', '.join(packages)}, which is not installed; run "
-                f"`pip install onnx onnxscript onnxruntime` (or use --format pt2)")
+        return _("ONNX export needs {packages}, which is not installed; run "
+                 "`pip install onnx onnxscript onnxruntime` (or use --format pt2)"
+                 ).format(packages=", ".join(packages))
     if ONNX_TORCH in missing:
-        return (f"ONNX export needs torch >= 2.11 (this is torch {torch.__version__}, whose "
-                f"exporter fails with onnxscript >= 0.7); upgrade torch, or use --format pt2")
+        return _("ONNX export needs torch >= 2.11 (this is torch {version}, whose "
+                 "exporter fails with onnxscript >= 0.7); upgrade torch, or use --format pt2"
+                 ).format(version=torch.__version__)
     return None
 
 
@@ -117,8 +120,8 @@ def format_of(path: PathLike) -> str:
     for fmt, ext in FORMATS.items():
         if suffix == ext:
             return fmt
-    raise ExportError(f"{Path(path).name}: unknown export format {suffix or '(no suffix)'!r}; "
-                      f"name the file *.onnx or *.pt2")
+    raise ExportError(_("{file}: unknown export format {suffix}; name the file *.onnx or *.pt2")
+                      .format(file=Path(path).name, suffix=repr(suffix or "(no suffix)")))
 
 
 def example_input(model: nn.Module, batch_size: int = EXPORT_BATCH, *, seed: int = 0) -> torch.Tensor:
@@ -136,10 +139,10 @@ def example_input(model: nn.Module, batch_size: int = EXPORT_BATCH, *, seed: int
 
 def _check_model(model: nn.Module) -> None:
     if not isinstance(model, nn.Module):
-        raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
+        raise TypeError(_("expected an nn.Module, got {type}").format(type=type(model).__name__))
     if model.training:
-        raise ExportError("the model is in training mode: dropout and batch-norm statistics would "
-                          "be exported as in training; call model.eval() first")
+        raise ExportError(_("the model is in training mode: dropout and batch-norm statistics "
+                            "would be exported as in training; call model.eval() first"))
 
 
 @contextlib.contextmanager
@@ -174,8 +177,8 @@ def _write(path: Path, data: bytes) -> None:
 
 def _check_target(path: Path) -> None:
     if path.is_dir():
-        raise ExportError(f"{path} is a folder; name the exported file, e.g. {path / 'model'}"
-                          f"{path.suffix or '.onnx'}")
+        raise ExportError(_("{path} is a folder; name the exported file, e.g. {example}").format(
+            path=path, example=f"{path / 'model'}{path.suffix or '.onnx'}"))
 
 
 def _batch_dim() -> tuple[dict[int, object]]:
@@ -244,8 +247,8 @@ def export_model(model: nn.Module, path: PathLike, *, class_names: Sequence[str]
 def _existing_export(path: PathLike) -> Path:
     path = Path(path)
     if not _is_regular_file(path):
-        raise ExportError(f"{path}: no such file; export it first with export_model "
-                          f"or python -m helpers.export")
+        raise ExportError(_("{path}: no such file; export it first with export_model "
+                            "or python -m helpers.export").format(path=path))
     return path
 
 
@@ -298,12 +301,14 @@ def load_pt2(path: PathLike) -> tuple[nn.Module, list[str]]:
         with open(path, "rb") as f:  # the bytes checked are the bytes loaded
             data = f.read()
     except OSError as exc:
-        raise ExportError(f"{path}: cannot read it ({type(exc).__name__}: {exc.strerror})") from None
+        raise ExportError(_("{path}: cannot read it ({error}: {reason})").format(
+            path=path, error=type(exc).__name__, reason=exc.strerror)) from None
     problem = pt2_problem(data)
     if problem:
-        raise ExportError(f"{path.name}: refused: {problem}. Loading it could run code: a .pt2, "
-                          f"like a whole pickled model, must come from someone you trust; "
-                          f"export it again yourself with export_pt2")
+        raise ExportError(_("{file}: refused: {problem}. Loading it could run code: a .pt2, "
+                            "like a whole pickled model, must come from someone you trust; "
+                            "export it again yourself with export_pt2").format(
+            file=path.name, problem=problem))
     extra = {PT2_NAMES_FILE: ""}
     with warnings.catch_warnings():
         # torch 2.11 (Colab's) warns while reading its own archive (torch.frombuffer on read-only
@@ -363,9 +368,9 @@ def verify_export(path: PathLike, model: nn.Module, *,
             reference = model(x).float().cpu()
             got = exported(x).float()
             if got.shape != reference.shape:
-                raise ExportError(f"{path.name}: output shape {tuple(got.shape)} at batch size {n}, "
-                                  f"but the model gives {tuple(reference.shape)}; it was exported "
-                                  f"from another model")
+                raise ExportError(_("{file}: output shape {got} at batch size {n}, but the model "
+                                    "gives {expected}; it was exported from another model").format(
+                    file=path.name, got=tuple(got.shape), n=n, expected=tuple(reference.shape)))
             diffs[n] = float((got - reference).abs().max())
             same = same and bool(torch.equal(got.argmax(1), reference.argmax(1)))
     return Verification(path, diffs, names, same)

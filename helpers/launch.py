@@ -32,6 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from helpers.i18n import _
+
 JOB_MARKER = "HELPERS_LAUNCH_JOB"  # environment variable that marks every process of a job
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL when a job is stopped
 BACKGROUND_NICE = 10  # how much lower a background job's CPU priority is than its caller's
@@ -66,10 +68,11 @@ def torchrun_command(module: str, args: Sequence[str] = (), *, nproc_per_node: i
 'helpers.pipeline', '--device', 'cpu']
     """
     if not isinstance(nproc_per_node, int) or isinstance(nproc_per_node, bool) or nproc_per_node < 1:
-        raise ValueError(f"nproc_per_node must be a positive int (processes to start), got "
-                         f"{nproc_per_node!r}")
+        raise ValueError(_("nproc_per_node must be a positive int (processes to start), got "
+                           "{value}").format(value=repr(nproc_per_node)))
     if isinstance(args, str):
-        raise TypeError(f"args must be a list of strings, e.g. {args.split()!r}, not one string")
+        raise TypeError(_("args must be a list of strings, e.g. {example}, not one string")
+                        .format(example=repr(args.split())))
     return [python or sys.executable, "-m", "torch.distributed.run", "--standalone",
             f"--nproc-per-node={nproc_per_node}", "-m", module, *[str(a) for a in args]]
 
@@ -95,8 +98,8 @@ def _workers_output(stderr: str) -> tuple[str, str]:
     for i, line in enumerate(lines):
         found = _FAILED.search(line)
         if found and "torch/distributed/elastic" in line:
-            cause = (f"the process of local rank {found[2]} exited with code {found[1]} "
-                     f"first; ")
+            cause = _("the process of local rank {rank} exited with code {code} first; "
+                      ).format(rank=found[2], code=found[1])
             return "\n".join(lines[:i]), cause
     return stderr, ""
 
@@ -150,7 +153,7 @@ def _stop(job: subprocess.Popen[str], marker: str, grace: float = STOP_GRACE) ->
     while time.monotonic() < deadline and (job.poll() is None or _marked_pids(marker)):
         time.sleep(0.1)
     kill = getattr(signal, "SIGKILL", signal.SIGTERM)
-    for _ in range(50):  # a worker may fork while we kill: repeat until nothing is left
+    for _attempt in range(50):  # a worker may fork while we kill: repeat until nothing is left
         if not _signal_all(job, marker, kill) and job.poll() is not None:
             break
         time.sleep(0.1)
@@ -170,7 +173,7 @@ def _lower_priority(pid: int, nice: int) -> None:
 
 def _tail(text: str, lines: int) -> str:
     kept = text.rstrip().splitlines()[-lines:]
-    return "\n".join("    " + line for line in kept) or "    (no output)"
+    return "\n".join("    " + line for line in kept) or "    " + _("(no output)")
 
 
 class TorchrunJob:
@@ -231,9 +234,11 @@ class TorchrunJob:
         except subprocess.TimeoutExpired:
             self.stop()
             stdout, stderr = self._output()
-            raise LaunchError(f"the job ran longer than {self.timeout:g} s and was stopped: "
-                              f"{self.shown}\nits last output:\n{_tail(stdout + stderr, tail)}\n"
-                              f"Give it a larger timeout, or less work (fewer epochs).") from None
+            raise LaunchError(_("the job ran longer than {seconds} s and was stopped: "
+                                "{command}\nits last output:\n{output}\n"
+                                "Give it a larger timeout, or less work (fewer epochs).").format(
+                seconds=f"{self.timeout:g}", command=self.shown,
+                output=_tail(stdout + stderr, tail))) from None
         except BaseException:  # e.g. KeyboardInterrupt (the notebook's stop button): no orphans
             self.stop()
             raise
@@ -242,10 +247,12 @@ class TorchrunJob:
         if not result.ok:
             workers, cause = _workers_output(stderr)
             output = workers if workers.strip() else stdout
-            raise LaunchError(f"the job failed with exit code {result.returncode}: {self.shown}\n"
-                              f"{cause}its last lines of output:\n{_tail(output, tail)}")
+            raise LaunchError(_("the job failed with exit code {code}: {command}\n"
+                                "{cause}its last lines of output:\n{output}").format(
+                code=result.returncode, command=self.shown, cause=cause,
+                output=_tail(output, tail)))
         if not self.quiet:
-            print("exit code 0: the job finished", flush=True)
+            print(_("exit code 0: the job finished"), flush=True)
         self._result = result
         return result
 
@@ -263,8 +270,8 @@ def start_torchrun(module: str, args: Sequence[str] = (), *, nproc_per_node: int
     torchrun --standalone --nproc-per-node=2 -m helpers.pipeline --device cpu
     """
     if isinstance(nice, bool) or not isinstance(nice, int) or nice < 0:
-        raise ValueError(f"nice must be an int >= 0 (how much lower the job's CPU priority is), "
-                         f"got {nice!r}")
+        raise ValueError(_("nice must be an int >= 0 (how much lower the job's CPU priority is), "
+                           "got {value}").format(value=repr(nice)))
     command = torchrun_command(module, args, nproc_per_node=nproc_per_node)
     if not quiet:
         print(_shown(command), flush=True)

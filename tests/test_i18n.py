@@ -295,3 +295,38 @@ def test_the_same_sample_stays_english_by_default(capsys):
     assert capsys.readouterr().out.startswith("[TODO] Build named_net: an nn.Sequential")
     widgets = course_settings(show=False)
     assert widgets.num_classes_widget.description == "Number of classes"
+
+
+def test_data_launch_and_export_errors_in_both_languages(monkeypatch, tmp_path):
+    from torch import nn
+
+    from helpers.data import load_digits, make_loader
+    from helpers.export import ExportError, export_pt2, format_of
+    from helpers.launch import torchrun_command
+
+    def messages() -> list[str]:
+        found = []
+        for call in (lambda: load_digits(channels=2), lambda: make_loader([], batch_size=0),
+                     lambda: torchrun_command("m", "--epochs 3"),
+                     lambda: format_of(tmp_path / "model.txt"),
+                     lambda: export_pt2(nn.Linear(2, 2), tmp_path, class_names=["a"])):
+            with pytest.raises((ValueError, TypeError, ExportError)) as caught:
+                call()
+            found.append(str(caught.value))
+        return found
+
+    english = messages()
+    assert english == [
+        "channels must be 1 or 3, got 2",
+        "batch_size must be a positive integer, got 0",
+        "args must be a list of strings, e.g. ['--epochs', '3'], not one string",
+        "model.txt: unknown export format '.txt'; name the file *.onnx or *.pt2",
+        "the model is in training mode: dropout and batch-norm statistics would be exported as in "
+        "training; call model.eval() first"]
+    monkeypatch.setenv("COURSE_LANG", "zh")
+    chinese = messages()
+    for line in chinese:
+        assert len(CJK.findall(line)) >= 4, line
+    assert chinese[2] == "args 必须是字符串列表，例如 ['--epochs', '3']，而不是一个字符串"
+    assert chinese[3].startswith("model.txt：") and "*.onnx" in chinese[3]  # identifiers unchanged
+    assert "model.eval()" in chinese[4]
