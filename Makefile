@@ -35,7 +35,7 @@ help:
 	@echo "make bench      measure course runtime, loop overhead and checkpoint I/O"
 	@echo "make test-compat PYTHON=3.12 TORCH=2.11 [IPYWIDGETS=7.7.1]  the suite on another stack"
 	@echo "make site       build the course website (both editions) into build/site/ from the committed notebooks"
-	@echo "make stamp-urls write pyproject.toml's repository URL and colab-ref into the notebooks"
+	@echo "make stamp-urls write pyproject.toml's URLs and colab-ref into the notebooks and READMEs"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -116,7 +116,8 @@ messages: $(DEV_STAMP)
 	$(VENV)/bin/pybabel compile -d helpers/locale -D helpers --statistics
 
 # Colab badges and Setup cells get pyproject.toml's [project.urls] Repository and [tool.course]
-# colab-ref (tools/stamp_urls.py; only cell sources change, a second run changes nothing).
+# colab-ref, the READMEs' website line its Documentation address (tools/stamp_urls.py; only those
+# sources change, a second run changes nothing).
 stamp-urls: | $(PY)
 	$(PY) -m tools.stamp_urls
 

@@ -220,7 +220,8 @@ def test_widget_metadata_lets_github_render_the_notebook(path):
 def _stamp_copy(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
     (root / "notebooks").mkdir(parents=True)
-    shutil.copy2(ROOT / "pyproject.toml", root / "pyproject.toml")
+    for name in ("pyproject.toml", *stamp_urls.SITE_LINKS):
+        shutil.copy2(ROOT / name, root / name)
     for path in NOTEBOOKS:
         shutil.copy2(path, root / "notebooks" / path.name)
     return root
@@ -271,6 +272,44 @@ def test_stamp_urls_is_idempotent_and_follows_pyproject(tmp_path):
     assert stamp_urls.stamp(root) == 0
     assert _snapshot(root) == second, "a second run after the change changed bytes"
     assert stamp_urls.stamp(root, check=True) == 0
+
+
+def test_stamp_urls_points_both_readmes_at_the_website_in_pyproject(tmp_path, capsys):
+    root = _stamp_copy(tmp_path)
+    pyproject = root / "pyproject.toml"
+    old = tomllib.loads(pyproject.read_text())["project"]["urls"]["Documentation"]
+    pyproject.write_text(pyproject.read_text().replace(
+        f'Documentation = "{old}"', 'Documentation = "https://learner.github.io/fork/"'))
+    readmes = {name: (root / name).read_text(encoding="utf-8") for name in stamp_urls.SITE_LINKS}
+    assert stamp_urls.stamp(root, check=True) == 1
+    assert "README.md: out of date (run `make stamp-urls`)" in capsys.readouterr().out
+    assert stamp_urls.stamp(root) == 0
+    english = (root / "README.md").read_text(encoding="utf-8")
+    chinese = (root / "README.zh-CN.md").read_text(encoding="utf-8")
+    assert "<https://learner.github.io/fork/>" in english and old not in english
+    assert "<https://learner.github.io/fork/zh/>" in chinese and old not in chinese
+    # only the address changed: every other line keeps its bytes
+    for name, text in (("README.md", english), ("README.zh-CN.md", chinese)):
+        assert text.replace("https://learner.github.io/fork/", old) == readmes[name], name
+    assert stamp_urls.stamp(root, check=True) == 0
+
+
+def test_stamp_urls_names_a_readme_without_its_website_line(tmp_path, capsys):
+    root = _stamp_copy(tmp_path)
+    readme = root / "README.zh-CN.md"
+    readme.write_text(readme.read_text(encoding="utf-8").replace("网站版", "网站"), encoding="utf-8")
+    assert stamp_urls.stamp(root, check=True) == 1
+    assert "README.zh-CN.md: no website line to stamp (网站版（无需安装，直接阅读）：<" in (
+        capsys.readouterr().out)
+
+
+def test_stamp_urls_refuses_a_website_address_that_is_not_https(tmp_path):
+    root = _stamp_copy(tmp_path)
+    pyproject = root / "pyproject.toml"
+    old = tomllib.loads(pyproject.read_text())["project"]["urls"]["Documentation"]
+    pyproject.write_text(pyproject.read_text().replace(old, "http://example.org/course"))
+    with pytest.raises(stamp_urls.StampError, match="Documentation must be the website's https://"):
+        stamp_urls.stamp(root)
 
 
 def test_stamp_urls_check_reports_a_stale_notebook(tmp_path, capsys):

@@ -1,7 +1,8 @@
-"""Write the repository URL and the pinned git ref into every notebook (`make stamp-urls`).
+"""Write the repository URL and the pinned git ref into every notebook, and the website's address
+into the READMEs (`make stamp-urls`).
 
-    python -m tools.stamp_urls            # rewrite the notebooks in place
-    python -m tools.stamp_urls --check    # change nothing; exit 1 if a notebook is out of date
+    python -m tools.stamp_urls            # rewrite the notebooks and READMEs in place
+    python -m tools.stamp_urls --check    # change nothing; exit 1 if one is out of date
 
 The URL lives in one place, ``pyproject.toml`` ``[project.urls] Repository``, and the ref (a tag or
 a commit) in ``[tool.course] colab-ref``. Two things in a notebook carry them:
@@ -12,6 +13,10 @@ a commit) in ``[tool.course] colab-ref``. Two things in a notebook carry them:
 
 Other Colab links keep the notebook path they point at. Only cell sources change: outputs and
 metadata keep their bytes, and a second run changes nothing.
+
+The website's address is ``[project.urls] Documentation`` (``https://...``, ending in ``/``). Each
+README has one line that links it (``SITE_LINKS``: the English README the address itself, the
+Chinese one its ``zh/`` edition); only the address in that line changes.
 """
 
 from __future__ import annotations
@@ -35,6 +40,11 @@ COLAB_LINK = re.compile(
 )
 GITHUB_URL = re.compile(r"https://github\.com/(?P<owner>[\w.-]+)/(?P<repo>[\w.-]+?)(?:\.git)?/?")
 REF = re.compile(r"[\w.-]+")  # a tag or a commit; no slashes, so it fits in a Colab link
+# README -> (the text just before the site link on its line, the edition's folder under the site)
+SITE_LINKS = {
+    "README.md": ("Read it as a website, no install needed: ", ""),
+    "README.zh-CN.md": ("网站版（无需安装，直接阅读）：", "zh/"),
+}
 
 
 class StampError(ValueError):
@@ -50,6 +60,7 @@ class Target:
     owner: str
     repo: str
     ref: str
+    site: str | None = None  # [project.urls] Documentation, the website's address
 
     @classmethod
     def from_pyproject(cls, path: Path) -> Target:
@@ -71,7 +82,11 @@ class Target:
             raise StampError(
                 f"{path}: colab-ref must be a tag or commit without slashes, got {ref!r}")
         owner, repo = match["owner"], match["repo"]
-        return cls(package, f"https://github.com/{owner}/{repo}", owner, repo, ref)
+        site = data["project"]["urls"].get("Documentation")
+        if site is not None and not re.fullmatch(r"https://[^\s<>]+/", site):
+            raise StampError(f"{path}: Documentation must be the website's https:// address, "
+                             f"ending in /, got {site!r}")
+        return cls(package, f"https://github.com/{owner}/{repo}", owner, repo, ref, site)
 
     def colab_link(self, notebook_path: str) -> str:
         return (f"https://colab.research.google.com/github/{self.owner}/{self.repo}"
@@ -129,6 +144,21 @@ def stamp_notebook(nb: dict, notebook_path: str, target: Target) -> list[str]:
     return problems
 
 
+def stamp_readme(text: str, name: str, target: Target) -> tuple[str, list[str]]:
+    """Point README ``name``'s website line at ``target.site``; return the text and what is missing.
+
+    >>> stamp_readme(text, "README.md", Target.from_pyproject(pyproject))[1]
+    []
+    """
+    if target.site is None or name not in SITE_LINKS:
+        return text, []
+    before, folder = SITE_LINKS[name]
+    line = re.compile(re.escape(before) + r"<https?://[^>\s]*>")
+    if not line.search(text):
+        return text, [f"no website line to stamp ({before}<{target.site}{folder}>)"]
+    return line.sub(lambda _: f"{before}<{target.site}{folder}>", text), []
+
+
 def dumps(nb: dict) -> str:
     """Serialize like nbformat.write, so an unchanged notebook keeps its bytes."""
     text = json.dumps(nb, indent=1, sort_keys=True, separators=(",", ": "), ensure_ascii=False)
@@ -146,9 +176,26 @@ def find_notebooks(root: Path) -> list[Path]:
 
 
 def stamp(root: Path, paths: list[Path] | None = None, *, check: bool = False) -> int:
-    """Stamp (or with ``check``, only inspect) the notebooks; return the process exit code."""
+    """Stamp (or with ``check``, only inspect) the notebooks and READMEs; return the exit code."""
     target = Target.from_pyproject(root / "pyproject.toml")
     failed = False
+    for name in SITE_LINKS if paths is None else ():
+        readme = root / name
+        if not readme.exists():
+            continue
+        original = readme.read_text(encoding="utf-8")
+        updated, problems = stamp_readme(original, name, target)
+        for problem in problems:
+            print(f"{name}: {problem}")
+        failed |= bool(problems)
+        if updated == original:
+            continue
+        if check:
+            print(f"{name}: out of date (run `make stamp-urls`)")
+            failed = True
+        else:
+            readme.write_text(updated, encoding="utf-8")
+            print(f"{name}: stamped {target.site}")
     for path in paths or find_notebooks(root):
         path = path.resolve()
         rel = path.relative_to(root.resolve()).as_posix()
@@ -175,7 +222,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/**/*.ipynb")
     parser.add_argument("--root", type=Path, default=ROOT, help="folder with pyproject.toml")
     parser.add_argument("--check", action="store_true",
-                        help="change nothing; exit 1 if a notebook is out of date")
+                        help="change nothing; exit 1 if a notebook or README is out of date")
     args = parser.parse_args(argv)
     try:
         return stamp(args.root.resolve(), args.notebooks or None, check=args.check)
