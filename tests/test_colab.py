@@ -303,15 +303,6 @@ def test_stamp_urls_names_a_readme_without_its_website_line(tmp_path, capsys):
         capsys.readouterr().out)
 
 
-def test_stamp_urls_refuses_a_website_address_that_is_not_https(tmp_path):
-    root = _stamp_copy(tmp_path)
-    pyproject = root / "pyproject.toml"
-    old = tomllib.loads(pyproject.read_text())["project"]["urls"]["Documentation"]
-    pyproject.write_text(pyproject.read_text().replace(old, "http://example.org/course"))
-    with pytest.raises(stamp_urls.StampError, match="Documentation must be the website's https://"):
-        stamp_urls.stamp(root)
-
-
 def test_stamp_urls_check_reports_a_stale_notebook(tmp_path, capsys):
     root = _stamp_copy(tmp_path)
     pyproject = root / "pyproject.toml"
@@ -322,12 +313,16 @@ def test_stamp_urls_check_reports_a_stale_notebook(tmp_path, capsys):
     assert _snapshot(root) == before, "--check wrote files"
 
 
-def test_stamp_urls_refuses_a_url_colab_cannot_open(tmp_path):
+@pytest.mark.parametrize("key, bad, message", [
+    ("Repository", "https://gitlab.com/someone/course", "Colab opens notebooks from GitHub only"),
+    ("Documentation", "http://example.org/course", "Documentation must be the website's https://"),
+])
+def test_stamp_urls_refuses_an_address_it_cannot_use(tmp_path, key, bad, message):
     root = _stamp_copy(tmp_path)
     pyproject = root / "pyproject.toml"
-    url = tomllib.loads(pyproject.read_text())["project"]["urls"]["Repository"]
-    pyproject.write_text(pyproject.read_text().replace(url, "https://gitlab.com/someone/course"))
-    with pytest.raises(stamp_urls.StampError, match="Colab opens notebooks from GitHub only"):
+    url = tomllib.loads(pyproject.read_text())["project"]["urls"][key]
+    pyproject.write_text(pyproject.read_text().replace(f'{key} = "{url}"', f'{key} = "{bad}"'))
+    with pytest.raises(stamp_urls.StampError, match=message):
         stamp_urls.stamp(root)
 
 

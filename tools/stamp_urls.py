@@ -175,45 +175,43 @@ def find_notebooks(root: Path) -> list[Path]:
     return found
 
 
+def _settle(rel: str, path: Path, changed: str | None, problems: list[str], *, check: bool,
+            what: str) -> bool:
+    """Report ``problems``, then write ``changed`` (``None``: nothing to change) or, with ``check``,
+    report it as out of date; return whether this file fails the run."""
+    for problem in problems:
+        print(f"{rel}: {problem}")
+    if changed is None:
+        return bool(problems)
+    if check:
+        print(f"{rel}: out of date (run `make stamp-urls`)")
+        return True
+    path.write_text(changed, encoding="utf-8")
+    print(f"{rel}: stamped {what}")
+    return bool(problems)
+
+
 def stamp(root: Path, paths: list[Path] | None = None, *, check: bool = False) -> int:
     """Stamp (or with ``check``, only inspect) the notebooks and READMEs; return the exit code."""
     target = Target.from_pyproject(root / "pyproject.toml")
     failed = False
     for name in SITE_LINKS if paths is None else ():
         readme = root / name
-        if not readme.exists():
-            continue
-        original = readme.read_text(encoding="utf-8")
-        updated, problems = stamp_readme(original, name, target)
-        for problem in problems:
-            print(f"{name}: {problem}")
-        failed |= bool(problems)
-        if updated == original:
-            continue
-        if check:
-            print(f"{name}: out of date (run `make stamp-urls`)")
-            failed = True
-        else:
-            readme.write_text(updated, encoding="utf-8")
-            print(f"{name}: stamped {target.site}")
+        if readme.exists():
+            original = readme.read_text(encoding="utf-8")
+            updated, problems = stamp_readme(original, name, target)
+            failed |= _settle(name, readme, None if updated == original else updated, problems,
+                              check=check, what=str(target.site))
     for path in paths or find_notebooks(root):
         path = path.resolve()
         rel = path.relative_to(root.resolve()).as_posix()
         original = path.read_text(encoding="utf-8")
         nb = json.loads(original)
         problems = stamp_notebook(nb, rel, target)
-        for problem in problems:
-            print(f"{rel}: {problem}")
-        failed |= bool(problems)
         updated = dumps(nb)
-        if json.loads(updated) == json.loads(original):
-            continue  # nothing to change: keep the file's bytes
-        if check:
-            print(f"{rel}: out of date (run `make stamp-urls`)")
-            failed = True
-        else:
-            path.write_text(updated, encoding="utf-8")
-            print(f"{rel}: stamped {target.url}@{target.ref}")
+        same = json.loads(updated) == json.loads(original)  # then keep the file's bytes
+        failed |= _settle(rel, path, None if same else updated, problems, check=check,
+                          what=f"{target.url}@{target.ref}")
     return 1 if failed else 0
 
 
