@@ -10,9 +10,12 @@ import pytest
 from helpers.launch import LaunchError, run_torchrun, start_torchrun, torchrun_command
 
 # Workers that need no torch, so a job takes about as long as torchrun's own start.
+# One os.write per line: both workers share torchrun's stdout pipe, and print() may write the text
+# and its newline separately (unbuffered), so two ranks' lines could interleave; a write of under
+# PIPE_BUF bytes to a pipe is atomic.
 OK = """
 import os
-print(f"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']}", flush=True)
+os.write(1, f"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']}\\n".encode())
 """
 FAILS = """
 import os, sys
