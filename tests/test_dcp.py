@@ -365,6 +365,24 @@ def test_a_failed_save_keeps_the_previous_checkpoint(saved):
     shutil.rmtree(folder)
 
 
+def test_a_failed_second_rename_puts_the_previous_checkpoint_back(saved, monkeypatch):
+    folder, model = saved
+    real_replace, calls = os.replace, []
+
+    def replace(src, dst):  # the old folder moves aside, then the new one cannot move in
+        calls.append((Path(src).name, Path(dst).name))
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises((OSError, CheckpointError), match="No space left on device"):
+        save_sharded(folder, model=model, epoch=2)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert calls[0][0] == "last" and calls[1][1] == "last", calls
+    assert load_sharded(folder, model=TinyResNet(10, width=8, depth=1))["epoch"] == 1
+
+
 def test_importing_the_course_modules_does_not_import_dcp():
     # torch.distributed.checkpoint costs seconds: helpers.checkpoint exports it lazily
     code = ("import sys, helpers.checkpoint as c, helpers.pipeline, helpers.deploy, helpers.export\n"

@@ -88,7 +88,12 @@ def _swap_in(tmp: Path, folder: Path) -> None:
     if folder.exists():
         old = _temp_name(folder, "old")
         os.replace(folder, old)
-    os.replace(tmp, folder)
+    try:
+        os.replace(tmp, folder)
+    except BaseException:
+        if old is not None and not folder.exists():
+            os.replace(old, folder)  # the new one could not go in: the previous one goes back
+        raise
     _fsync_dir(folder.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
