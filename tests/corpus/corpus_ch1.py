@@ -198,8 +198,12 @@ ANSWERS = [
         except KeyError:
             raise ValueError(f"{activation!r} is not one of {sorted(self.acts.keys())}") from None
         return self.fc(act(self.hidden(x.flatten(1))))""")),
-    right(3, "key-error-with-names", _act(forward="""if activation not in self.acts:
+    wrong(3, "key-error-with-names", _act(forward="""if activation not in self.acts:
             raise KeyError(f"use relu, gelu or tanh, not {activation}")
+        return self.fc(self.acts[activation](self.hidden(x.flatten(1))))"""),
+          "raises KeyError", "raise a ValueError"),
+    right(3, "value-error-joined-names", _act(forward="""if activation not in self.acts:
+            raise ValueError("use " + ", ".join(self.acts) + f", not {activation}")
         h = torch.flatten(x, start_dim=1)
         return self.fc(self.acts[activation](self.hidden(h)))""")),
     mutation(SOLUTIONS, 3, "no-check", 'if activation not in self.activations:', "if False:",
