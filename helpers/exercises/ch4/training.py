@@ -256,7 +256,8 @@ def check_resume_training(resume_fn: Callable[..., Any]) -> bool:
     """Exercise 3: ``resume_fn(path, model, optimizer, scheduler, data, epochs)`` continues a run
     from its checkpoint to ``epochs`` and returns the full ``History``.
 
-    The checker trains a small TinyResNet for 4 epochs with ``fit``, saving a checkpoint (with the
+    The checker trains a small TinyResNet for 4 epochs with ``fit`` (its one-cycle schedule steps
+    once per epoch, ``fit``'s default ``scheduler_step``), saving a checkpoint (with the
     history among its extras) after epoch 2 (epochs counted from 1). It passes that file, fresh
     objects and the data to ``resume_fn`` and compares the result with the uninterrupted run: the
     same weights, bit for bit, and the same history.
@@ -287,9 +288,11 @@ def check_resume_training(resume_fn: Callable[..., Any]) -> bool:
         except Exception as exc:  # the learner's code may fail in any way
             hint = ""
             if "Tried to step" in str(exc):
-                hint = _(". The one-cycle schedule ran out of steps: more epochs were trained than "
-                         "planned. The checkpoint holds epoch {epoch}, already finished; start at the "
-                         "next one, start_epoch=state['start_epoch']").format(epoch=_SAVED_EPOCH + 1)
+                hint = _(". The one-cycle schedule ran out of steps: it was stepped more often than "
+                         "planned. This checker's schedule steps once per epoch, fit's default, so do "
+                         "not pass scheduler_step='batch'; and the checkpoint holds epoch {epoch}, "
+                         "already finished: start at the next one, start_epoch=state['start_epoch']"
+                         ).format(epoch=_SAVED_EPOCH + 1)
             raise ExerciseError(_("calling resume(path, model, optimizer, scheduler, data, epochs) "
                                   "failed with {type}: {message}{hint}").format(
                                     type=type(exc).__name__, message=first_line(exc), hint=hint)) from None
