@@ -288,8 +288,7 @@ def check_activation_net(net: nn.Module, *, keys: Sequence[str], num_classes: in
     """Exercise 3: a net that keeps activations in an ``nn.ModuleDict`` and picks one by name.
 
     ``net(batch, activation=key)`` must equal ``fc(act(hidden(x.flatten(1))))`` for every key, and
-    an unknown name must raise ``ValueError`` whose message lists the valid names (a ``KeyError``,
-    even one that lists them, is not what the exercise asks for).
+    an unknown name must raise ``ValueError`` (not ``KeyError``) whose message lists the valid names.
 
     >>> check_activation_net(net, keys=["relu", "gelu", "tanh"], num_classes=10, batch=X)
     [OK] activations ['relu', 'gelu', 'tanh'] all work; unknown names are refused
